@@ -1,0 +1,32 @@
+# lockgate — the README's commands. Each target does its own set-up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint typecheck unit integration e2e demo bench clean
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy src image firstboot runtime tests
+
+# All tests. pytest's exit 5 ("no tests collected") is not a pass.
+test: setup lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m lockgate.demo
+
+bench: setup
+	$(PY) -m lockgate.bench
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,35 @@
+"""What every datasource provides, and how one is chosen.
+
+A datasource is one small class per platform with the same three steps
+(see cloud-init's sources): ``detect()`` is cheap and local (DMI/platform
+strings, a labelled volume; never the network), ``fetch()`` reads metadata
+and user-data over the network or from media, and the result carries the
+instance id that keys "once per instance".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+
+@dataclass(frozen=True)
+class InstanceData:
+    platform: str  # "ec2", "gce", "azure", "nocloud", "file"
+    instance_id: str
+    user_data: bytes | None  # None: the platform has no user-data for us
+    metadata: dict[str, str] = field(default_factory=dict)  # region, hostname, local-ipv4 ...
+
+
+class DatasourceError(Exception):
+    """The platform was found but could not be read (clear, one-line message)."""
+
+
+class Datasource(Protocol):
+    name: ClassVar[str]
+
+    def detect(self) -> bool: ...
+
+    def fetch(self, timeout: float = 60.0) -> InstanceData:
+        """Read instance id and user-data; give up after ``timeout`` seconds overall."""
+        ...

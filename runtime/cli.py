@@ -1,0 +1,10 @@
+"""``lockgate runtime``: run and manage the traffic manager."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("runtime")
+def group() -> None:
+    """Run and manage the traffic manager."""

@@ -1,0 +1,10 @@
+"""``lockgate system``: upgrade and roll back between the two root slots."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("system")
+def group() -> None:
+    """Upgrade and roll back between the two root slots."""

@@ -1,0 +1,66 @@
+"""The ``lockgate`` command: a thin root group that only adds the parts.
+
+Each part's group is imported when it is used, so ``lockgate firstboot run``
+on the appliance's boot path never imports the image builder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from lockgate import __version__
+from lockgate.errors import LockgateError
+
+PARTS = {
+    "image": ("lockgate.image.cli", "Build, boot and check appliance images."),
+    "firstboot": ("lockgate.firstboot.cli", "Configure the appliance from cloud user-data."),
+    "runtime": ("lockgate.runtime.cli", "Run and manage the traffic manager."),
+    "system": ("lockgate.runtime.system_cli", "Upgrade and roll back between root slots."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(PARTS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in PARTS:
+            return None
+        module = importlib.import_module(PARTS[cmd_name][0])
+        command: click.Command = module.group
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, PARTS[name][1]) for name in sorted(PARTS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lockgate")
+@click.option("-v", "--verbose", count=True, help="Show more detail (-vv: every program run).")
+def root(verbose: int) -> None:
+    """lockgate: immutable A/B traffic-manager appliances for the clouds."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        root.main(args=argv, prog_name="lockgate", standalone_mode=False)
+    except LockgateError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: exit 2 with click's message
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)
