@@ -1,4 +1,7 @@
-"""``lockgate firstboot``: configure the appliance from cloud user-data."""
+"""``lockgate firstboot``: configure the appliance from cloud user-data.
+
+Each command lives beside the code it drives; this group only collects them.
+"""
 
 from __future__ import annotations
 
@@ -8,3 +11,7 @@ import click
 @click.group("firstboot")
 def group() -> None:
     """Configure the appliance from cloud user-data."""
+
+
+# Commands are registered below, one import per module:
+# parse (userdata_cmd), run + status (service), wizard + reset-password (wizard).
