@@ -15,3 +15,8 @@ def group() -> None:
 
 # Commands are registered below, one import per module:
 # parse (userdata_cmd), run + status (service), wizard + reset-password (wizard).
+
+from lockgate.firstboot.service import run, status  # noqa: E402
+
+group.add_command(run)
+group.add_command(status)

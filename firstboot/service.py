@@ -1,0 +1,345 @@
+"""``lockgate firstboot run`` / ``status``: the first-boot service.
+
+One run, every boot, before the traffic manager starts:
+
+1. find the datasource and fetch instance id + user-data;
+2. parse the user-data into :class:`Settings` (invalid: nothing is applied);
+3. once per instance id, run the apply steps (admin, licence, timezone,
+   cluster, cfn, register) against ``--root``;
+4. on Azure, report "ready" to the fabric;
+5. write the status to ``/run/lockgate/firstboot.json`` (0644, no secrets)
+   and print ``lockgate-firstboot: done state=... instance=... source=...``
+   on the console, which the image boot tool waits for.
+
+The command always exits 0 once its options are valid: whatever happens the
+appliance must boot on and reach the wizard, and the status says what went
+wrong. Its stdout goes to the journal, so nothing secret is ever printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lockgate.errors import BadInput, Failure
+from lockgate.firstboot.apply.base import Outcome, StepResult, atomic_write, redact
+from lockgate.firstboot.apply.console import DEFAULT_CONSOLE, Console, ConsoleError
+from lockgate.paths import run_dir
+
+DONE_MARKER = "lockgate-firstboot: done"
+PREFIX = "lockgate-firstboot:"
+STATUS_NAME = "firstboot.json"
+CONFIGURED = "configured"
+NEEDS_CONFIG = "needs-initial-configuration"
+FAILED = "failed"
+log = logging.getLogger("lockgate.firstboot")
+
+
+@dataclass
+class Status:
+    state: str = FAILED
+    instance_id: str | None = None
+    source: str | None = None
+    applied_this_boot: bool = False
+    started: str = ""
+    finished: str = ""
+    duration_s: float = 0.0
+    steps: list[StepResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    apply_s: float | None = None  # parse+apply time; logged, not part of the status file
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "instance_id": self.instance_id, "source": self.source,
+                "applied_this_boot": self.applied_this_boot, "started": self.started,
+                "finished": self.finished, "duration_s": self.duration_s,
+                "steps": [s.to_json() for s in self.steps], "warnings": list(self.warnings)}
+
+
+def status_path(root: Path) -> Path:
+    return run_dir(root) / STATUS_NAME
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Announcer:
+    """Lines for people: console and journal (stdout). Secrets use :meth:`console_only`."""
+
+    def __init__(self, console: Console, status: Status) -> None:
+        self.console = console
+        self.status = status
+        self.console_ok = True
+
+    def say(self, line: str) -> None:
+        click.echo(line)
+        try:
+            self.console.write(line)
+        except ConsoleError as exc:
+            if self.console_ok:
+                self.status.warnings.append(f"{exc}; console messages are only in the journal")
+            self.console_ok = False
+
+
+def _resolve_source(spec: str) -> Any:
+    import importlib
+
+    datasources = importlib.import_module("lockgate.firstboot.datasources")
+    if spec == "auto":
+        return datasources.discover()
+    return datasources.get_source(spec)
+
+
+def _admin_url_host(metadata: dict[str, str]) -> str:
+    for key in ("public-ipv4", "local-ipv4", "public-hostname", "local-hostname", "hostname"):
+        if metadata.get(key):
+            return metadata[key]
+    return socket.gethostname()
+
+
+def current_state(root: Path) -> tuple[str, list[str]]:
+    """``configured`` when an admin password was chosen and the licence accepted."""
+    from lockgate.firstboot.apply.admin import admin_password_chosen
+    from lockgate.firstboot.apply.licence import licence_accepted
+
+    missing = []
+    if not admin_password_chosen(root):
+        missing.append("password")
+    if not licence_accepted(root):
+        missing.append("accept_license")
+    return (CONFIGURED if not missing else NEEDS_CONFIG), missing
+
+
+def firstboot(root: Path, source: Any, console: Console, timeout: float,
+              source_name: str = "auto") -> Status:
+    """Do one first-boot run with an already chosen datasource; never raises for a bad boot."""
+    from lockgate.firstboot.apply import ApplyContext, apply_all
+    from lockgate.firstboot.datasources.base import DatasourceError
+    from lockgate.firstboot.state import InstanceRecord, InstanceState
+
+    began = time.monotonic()
+    status = Status(started=_now(), source=getattr(source, "name", source_name))
+    say = Announcer(console, status).say
+    state = InstanceState(root)
+    metadata: dict[str, str] = {}
+
+    try:
+        data = source.fetch(timeout)
+    except DatasourceError as exc:
+        last = state.current()
+        status.instance_id = last
+        record = state.get(last) if last else None
+        if record is not None:
+            status.source = record.platform
+        status.warnings.append(f"metadata unavailable: {exc}")
+        if last is not None:
+            status.state, _ = current_state(root)
+            say(f"{PREFIX} metadata unavailable ({exc}); keeping the configuration of "
+                f"instance {last}")
+        else:
+            # Never configured and no metadata: keep the appliance locked (a random
+            # password on the console) and reachable for the wizard; the user-data is
+            # applied on the first boot that can read it.
+            status.state = NEEDS_CONFIG
+            say(f"{PREFIX} metadata unavailable ({exc}); no instance configured yet")
+            from lockgate.firstboot.apply.admin import apply_admin
+            from lockgate.firstboot.settings import Settings
+
+            status.steps.append(apply_admin(ApplyContext(root, console, timeout=timeout),
+                                            Settings()))
+            _tell_how_to_finish(say, root, {})
+        return _finish(status, began, root)
+
+    status.instance_id = data.instance_id
+    status.source = data.platform
+    metadata = dict(data.metadata)
+    record = state.get(data.instance_id)
+    if record is not None and record.applied:
+        status.state, missing = current_state(root)
+        log.info("instance %s was configured on %s; nothing to apply",
+                 data.instance_id, record.applied_at)
+        if missing:
+            _tell_how_to_finish(say, root, metadata)
+    else:
+        apply_began = time.monotonic()
+        settings, error = _parse(data.user_data, status)
+        ctx = ApplyContext(root, console, instance_id=data.instance_id, platform=data.platform,
+                           metadata=metadata, timeout=min(timeout, 10.0))
+        first = record.first_boot if record else status.started
+        if settings is None:
+            status.state = FAILED
+            say(f"{PREFIX} invalid user-data: {error}; nothing was applied. Fix the user-data "
+                "and reboot, or log in on the console and run z-initial-config")
+            state.save(InstanceRecord(data.instance_id, data.platform, applied=False,
+                                      state=FAILED, first_boot=first))
+        else:
+            status.applied_this_boot = True
+            status.steps = apply_all(ctx, settings, progress=_progress)
+            status.apply_s = round(time.monotonic() - apply_began, 3)
+            for step in status.steps:
+                if step.result in (Outcome.WARNING, Outcome.FAILED):
+                    say(f"{PREFIX} {step.name}: {step.result}: {step.message}")
+            broken = {s.name for s in status.steps if s.result is Outcome.FAILED}
+            if broken & {"admin", "licence"}:
+                status.state = FAILED
+            else:
+                status.state, missing = current_state(root)
+                if missing:
+                    _tell_how_to_finish(say, root, metadata)
+            state.save(InstanceRecord(data.instance_id, data.platform, applied=True,
+                                      state=status.state, first_boot=first,
+                                      applied_at=_now(), steps=status.steps))
+    report_ready = getattr(source, "report_ready", None)
+    if data.platform == "azure" and report_ready is not None:
+        try:
+            report_ready()
+        except Exception as exc:  # the fabric retries provisioning; boot goes on
+            status.warnings.append(f"azure: reporting ready failed: {exc}")
+    return _finish(status, began, root)
+
+
+def _parse(user_data: bytes | None, status: Status) -> tuple[Any, str]:
+    from lockgate.firstboot.settings import Settings
+
+    if not user_data:
+        return Settings(), ""
+    from lockgate.firstboot.userdata import UserDataError, parse  # type: ignore[import-not-found,unused-ignore]
+
+    try:
+        settings, warnings = parse(user_data)
+    except UserDataError as exc:
+        return None, exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    secrets = [settings.password, settings.owner_secret]
+    status.warnings.extend(redact(str(w), secrets) for w in warnings)
+    return settings, ""
+
+
+def _progress(result: StepResult, seconds: float) -> None:
+    click.echo(f"{PREFIX} {result.name}: {result.result} ({seconds:.2f} s) {result.message}")
+
+
+def _tell_how_to_finish(say: Any, root: Path, metadata: dict[str, str]) -> None:
+    _, missing = current_state(root)
+    host = _admin_url_host(metadata)
+    say(f"{PREFIX} initial configuration is not finished (missing: {', '.join(missing)}). "
+        f"Log in on the console and run z-initial-config, or browse https://{host}:9090/")
+
+
+def _finish(status: Status, began: float, root: Path) -> Status:
+    status.finished = _now()
+    status.duration_s = round(time.monotonic() - began, 3)
+    text = json.dumps(status.to_json(), indent=2) + "\n"
+    atomic_write(status_path(root), text.encode(), 0o644, dir_mode=0o755)
+    return status
+
+
+def done_line(status: Status) -> str:
+    return (f"{DONE_MARKER} state={status.state} instance={status.instance_id or '-'} "
+            f"source={status.source or '-'}")
+
+
+@click.command("run")
+@click.option("--source", "source_spec", default="auto", show_default=True,
+              help="Where user-data comes from: auto, ec2, gce, azure, nocloud or file:PATH.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
+              show_default=True, help="Apply to this tree instead of / (tests, image builds).")
+@click.option("--console", "console_target", default=DEFAULT_CONSOLE, show_default=True,
+              help="Where console messages (and a generated password) go: a path or fd:N.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds to wait for the metadata service.")
+def run(source_spec: str, root: Path, console_target: str, timeout: float) -> None:
+    """Configure this appliance from its cloud user-data (once per instance)."""
+    from lockgate.firstboot.datasources.base import DatasourceError
+
+    console = Console(console_target)
+    try:
+        try:
+            source = _resolve_source(source_spec)
+        except (ValueError, KeyError) as exc:
+            raise BadInput(f"--source {source_spec}: {exc}") from exc
+        except DatasourceError as exc:
+            # Nothing detected or the source could not even be set up: same as an outage.
+            source = _Unavailable(source_spec, str(exc))
+        try:
+            status = firstboot(root, source, console, timeout, source_spec)
+        except Exception as exc:  # a bug must not stop the boot: record it, show it, go on
+            traceback.print_exc(file=sys.stderr)
+            status = Status(started=_now(), source=source_spec,
+                            warnings=[f"first boot crashed: {type(exc).__name__}: {exc}"])
+            _finish(status, time.monotonic(), root)
+        line = done_line(status)
+        click.echo(line)
+        try:
+            console.write(line)
+        except ConsoleError as exc:
+            click.echo(f"{PREFIX} {exc}", err=True)
+    finally:
+        console.close()
+
+
+class _Unavailable:
+    """A datasource that could not even be chosen: behaves like a metadata outage."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def fetch(self, timeout: float) -> Any:
+        from lockgate.firstboot.datasources.base import DatasourceError
+
+        raise DatasourceError(self.reason)
+
+
+@click.command("status")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("/"),
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the status file as JSON.")
+def status(root: Path, as_json: bool) -> None:
+    """Show what first boot did on this boot."""
+    path = status_path(root)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise Failure(f"{path}: no first-boot status; has lockgate-firstboot.service run "
+                      "this boot? (systemctl status lockgate-firstboot)") from None
+    except json.JSONDecodeError as exc:
+        raise Failure(f"{path}: not valid JSON ({exc}); run lockgate firstboot run") from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(format_status(data))
+
+
+def format_status(data: dict[str, Any]) -> str:
+    this_boot = ("user-data applied this boot" if data.get("applied_this_boot")
+                 else "nothing applied this boot")
+    lines = [
+        f"state:     {data.get('state')}",
+        f"instance:  {data.get('instance_id') or '-'} (source: {data.get('source') or '-'})",
+        f"this boot: {this_boot}",
+        f"ran:       {data.get('started')} .. {data.get('finished')} "
+        f"({data.get('duration_s')} s)",
+    ]
+    steps = data.get("steps") or []
+    if steps:
+        lines.append("steps:")
+        width = max(len(s["name"]) for s in steps)
+        lines += [f"  {s['name']:<{width}}  {s['result']:<8} {s['message']}" for s in steps]
+    warnings = data.get("warnings") or []
+    if warnings:
+        lines.append("warnings:")
+        lines += [f"  {w}" for w in warnings]
+    if data.get("state") == NEEDS_CONFIG:
+        lines.append("to finish: run z-initial-config on the console, or browse "
+                     "https://<this host>:9090/")
+    return "\n".join(lines)
