@@ -20,3 +20,8 @@ from lockgate.firstboot.service import run, status  # noqa: E402
 
 group.add_command(run)
 group.add_command(status)
+
+from lockgate.firstboot.wizard.cli import reset_password_cmd, wizard_cmd  # noqa: E402
+
+group.add_command(wizard_cmd)
+group.add_command(reset_password_cmd)

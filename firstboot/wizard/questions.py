@@ -1,0 +1,227 @@
+"""The wizard's questions as data, and the validators that turn answers into values.
+
+Nothing here reads a terminal or a file: a validator takes the text a user
+typed (or a replay file held) and returns a typed value or raises
+:class:`InvalidAnswer` with a reason short enough for one line. The same
+validators serve the interactive prompts and ``--replay-from``, so both accept
+exactly the same answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_TIMEZONE = "America/Los_Angeles"
+MIN_PASSWORD_LENGTH = 6
+MAX_LICENCE_KEY_BYTES = 1024 * 1024  # a key file is a few KiB; anything huge is the wrong file
+COMMUNITY_EDITION = "Community Edition (10 Mb/s bandwidth, clusters of up to 4 traffic managers)"
+
+_YES = frozenset({"y", "yes", "true"})
+_NO = frozenset({"n", "no", "false"})
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+class InvalidAnswer(ValueError):
+    """An answer the wizard cannot use; the message says why in a few words."""
+
+
+@dataclass(frozen=True)
+class Question(Generic[T]):
+    """One question: its replay-file key, the step it belongs to, how to ask and check it."""
+
+    key: str  # the key in a replay file
+    step: str  # names the step in errors: "error: <step>: <reason>"
+    prompt: str
+    parse: Callable[[str], T]  # raises InvalidAnswer
+    default: str | None = None  # used for an empty answer (interactive) or a missing key (replay)
+    secret: bool = False  # read without echo and ask twice
+    help: Callable[[str], str] | None = field(default=None, compare=False)  # answers "help [x]"
+
+
+# --- validators ---------------------------------------------------------------
+
+
+def parse_password(text: str) -> str:
+    """Taken verbatim (no stripping): leading or inner spaces are part of a password."""
+    if not text:
+        raise InvalidAnswer("the password must not be empty")
+    if not text.strip():
+        raise InvalidAnswer("the password must not be only spaces")
+    if len(text) < MIN_PASSWORD_LENGTH:
+        raise InvalidAnswer(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long")
+    if any(ch in text for ch in "\r\n\0"):
+        raise InvalidAnswer("the password must not contain line breaks or NUL characters")
+    return text
+
+
+def parse_yes_no(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    raise InvalidAnswer(f"answer y or n, not {text.strip()!r}")
+
+
+def parse_licence_acceptance(text: str) -> bool:
+    """Only an explicit yes accepts; an empty answer declines (and ends the wizard)."""
+    word = text.strip().lower()
+    if word == "accept" or word in _YES:
+        return True
+    if word == "" or word in _NO:
+        return False
+    raise InvalidAnswer(f"type 'accept' (or y) to accept, or n to decline, not {text.strip()!r}")
+
+
+@cache
+def known_timezones() -> frozenset[str]:
+    # "localtime" is the host's own link, not a zone a user should pick.
+    return frozenset(zoneinfo.available_timezones() - {"localtime"})
+
+
+def parse_timezone(text: str) -> str:
+    name = text.strip()
+    if not name:
+        raise InvalidAnswer("the timezone must not be empty")
+    zones = known_timezones()
+    if name in zones:
+        return name
+    folded = [zone for zone in zones if zone.lower() == name.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise InvalidAnswer(
+        f"unknown timezone {name!r}: use an IANA name such as Europe/London or UTC "
+        "(enter 'help' for the list)"
+    )
+
+
+def timezone_help(arg: str) -> str:
+    """'help' lists the regions; 'help Europe' lists the zones in one."""
+    zones = sorted(known_timezones())
+    prefix = arg.strip().rstrip("/").lower()
+    if prefix:
+        matches = [z for z in zones if z.lower().startswith(prefix + "/") or z.lower() == prefix]
+        if not matches:
+            matches = [z for z in zones if prefix in z.lower()]
+        return "\n".join(matches) if matches else f"no timezone matches {arg.strip()!r}"
+    regions = sorted({z.split("/", 1)[0] for z in zones if "/" in z})
+    return (
+        "Regions: " + ", ".join(regions) + "\n"
+        "Enter 'help <Region>' (for example 'help Europe') to list its timezones."
+    )
+
+
+def parse_ntp_server(text: str) -> str | None:
+    """A host name or IP address; empty keeps the system's default time servers."""
+    name = text.strip()
+    if not name or name.lower() == "none":
+        return None
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass  # not an address: check it as a host name below
+    host = name.removesuffix(".")
+    if len(host) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in host.split(".")):
+        raise InvalidAnswer(f"{name!r} is not a valid host name or IP address")
+    return host
+
+
+def parse_licence_key_path(text: str) -> Path | None:
+    """A readable licence key file; empty (or 'community') means the Community Edition."""
+    raw = text.strip()
+    if not raw or raw.lower() == "community":
+        return None
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise InvalidAnswer(f"{raw}: no such file")
+    if not path.is_file():
+        raise InvalidAnswer(f"{raw}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidAnswer(f"{raw}: the file is empty")
+    if size > MAX_LICENCE_KEY_BYTES:
+        raise InvalidAnswer(f"{raw}: {size} bytes is too big for a licence key file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InvalidAnswer(f"{raw}: cannot read it ({exc.strerror})") from exc
+    return path.resolve()
+
+
+def licence_key_help(_arg: str) -> str:
+    return (
+        "A licence key file unlocks the licensed bandwidth and features. Leave the answer\n"
+        f"blank to run as the {COMMUNITY_EDITION};\n"
+        "you can add a key later from the Admin UI."
+    )
+
+
+# --- the questions ---------------------------------------------------------------
+
+PASSWORD = Question(
+    key="password",
+    step="password",
+    prompt="Admin password",
+    parse=parse_password,
+    secret=True,
+)
+ACCEPT_LICENSE = Question(
+    key="accept_license",
+    step="licence",
+    prompt="Type 'accept' (or y) to accept the licence, or press return to decline",
+    parse=parse_licence_acceptance,
+)
+NTP_SERVER = Question(
+    key="ntp_server",
+    step="ntp",
+    prompt="NTP server (host name or address; blank for the system default)",
+    parse=parse_ntp_server,
+    default="",
+)
+SSH_INTRUSION_PREVENTION = Question(
+    key="ssh_intrusion_prevention",
+    step="security",
+    prompt="Enable SSH intrusion prevention? (recommended) [Y/n]",
+    parse=parse_yes_no,
+    default="y",
+)
+LICENSE_KEY = Question(
+    key="license_key",
+    step="licence key",
+    prompt="Licence key file (blank for the Community Edition; 'help' for more)",
+    parse=parse_licence_key_path,
+    default="",
+    help=licence_key_help,
+)
+
+
+def timezone_question(default: str) -> Question[str]:
+    """The default is the appliance's current timezone, so it is only known at run time."""
+    return Question(
+        key="timezone",
+        step="timezone",
+        prompt=f"Timezone [{default}] ('help' lists them)",
+        parse=parse_timezone,
+        default=default,
+        help=timezone_help,
+    )
+
+
+REPLAY_KEYS = (
+    PASSWORD.key,
+    ACCEPT_LICENSE.key,
+    "timezone",
+    NTP_SERVER.key,
+    SSH_INTRUSION_PREVENTION.key,
+    LICENSE_KEY.key,
+)
