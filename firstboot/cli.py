@@ -25,3 +25,7 @@ from lockgate.firstboot.wizard.cli import reset_password_cmd, wizard_cmd  # noqa
 
 group.add_command(wizard_cmd)
 group.add_command(reset_password_cmd)
+
+from lockgate.firstboot.userdata_cmd import parse  # noqa: E402
+
+group.add_command(parse)

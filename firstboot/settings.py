@@ -8,6 +8,7 @@ these keys, these types.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,14 @@ REDACTED = "<redacted>"
 DEFAULT_TIMEZONE = "America/Los_Angeles"
 DEFAULT_USER = "admin"
 DEFAULT_CLUSTER_PORT = 9090
+SECRET_KEYS = frozenset({"password", "owner_secret"})
+# Unknown keys are echoed in JSON; a value under a name like these is kept out.
+_SECRET_LOOKING = re.compile(r"pass|secret|token|key|pwd|cred|auth|private", re.IGNORECASE)
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a user-data key's value must stay out of output (known or unknown key)."""
+    return key in SECRET_KEYS or bool(_SECRET_LOOKING.search(key))
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,11 @@ class Settings:
     unknown: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, show_secrets: bool = False) -> dict[str, Any]:
-        """The contract's JSON object, key order as in ARCHITECTURE.md."""
+        """The contract's JSON object, key order as in ARCHITECTURE.md.
+
+        Without ``show_secrets`` the secrets, and unknown keys whose names
+        look secret (``api_token``, ``db_password``), read ``"<redacted>"``.
+        """
 
         def secret(value: str | None) -> str | None:
             if value is None or show_secrets:
@@ -69,7 +82,10 @@ class Settings:
             "cfn": None
             if self.cfn is None
             else {"stack": self.cfn.stack, "resource": self.cfn.resource, "region": self.cfn.region},
-            "unknown": dict(self.unknown),
+            "unknown": {
+                key: value if show_secrets or not looks_secret(key) else REDACTED
+                for key, value in self.unknown.items()
+            },
         }
 
     @property
