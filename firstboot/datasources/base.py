@@ -9,7 +9,9 @@ instance id that keys "once per instance".
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 
@@ -33,3 +35,35 @@ class Datasource(Protocol):
     def fetch(self, timeout: float = 60.0) -> InstanceData:
         """Read instance id and user-data; give up after ``timeout`` seconds overall."""
         ...
+
+
+# --- shared helpers for the sources -------------------------------------------------
+
+SYSFS = Path("/sys")
+DEV = Path("/dev")
+
+
+def read_dmi(sysfs_root: Path, key: str) -> str:
+    """One DMI string (``sys_vendor``, ``product_name`` ...), "" when absent or unreadable.
+
+    ``product_uuid`` and the serials are root-only; a non-root caller simply
+    sees "" and detection falls back to the world-readable strings.
+    """
+    try:
+        return (sysfs_root / "class/dmi/id" / key).read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class Deadline:
+    """An overall time budget shared by the several requests one fetch makes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.ends - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0

@@ -1,0 +1,135 @@
+"""NoCloud: user-data and meta-data from a seed directory or a volume labelled CIDATA.
+
+A seed directory (``/var/lib/cloud/seed/nocloud`` by default) holds the files
+``user-data`` and ``meta-data``. A FAT volume labelled ``CIDATA`` (or
+``cidata``) is read without mounting it, with mtools (``mcopy -i DEVICE
+::user-data -``), so first boot needs no mount point and leaves nothing
+mounted. ISO 9660 seeds are not read (mount them and use the seed directory).
+
+``meta-data`` is YAML; the few keys that matter (``instance-id``,
+``local-hostname``) are read with a tiny ``key: value`` parser, and PyYAML is
+only imported for anything fancier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from lockgate.firstboot.datasources.base import DEV, DatasourceError, InstanceData
+
+log = logging.getLogger("lockgate.firstboot.nocloud")
+
+DEFAULT_SEED_DIRS = (Path("/var/lib/cloud/seed/nocloud"), Path("/var/lib/cloud/seed/nocloud-net"))
+LABELS = ("CIDATA", "cidata")
+DEFAULT_INSTANCE_ID = "iid-dsnocloud"  # what cloud-init assumes when meta-data names none
+MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
+
+
+def parse_meta_data(text: str) -> dict[str, str]:
+    """Top-level scalar keys of a NoCloud ``meta-data`` document."""
+    result: dict[str, str] = {}
+    simple = True
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith("#") or line.strip() == "---":
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or line[0].isspace() or line[0] in "{[-\"'" or not key.strip() or value[:1] not in ("", " "):
+            simple = False
+            break
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        result[key.strip()] = value
+    if simple:
+        return {k: v for k, v in result.items() if v}
+    import yaml  # nested or flow-style meta-data: let a real parser do it
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DatasourceError(f"meta-data is not valid YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise DatasourceError("meta-data is not a YAML mapping")
+    return {str(k): str(v) for k, v in doc.items()
+            if v is not None and not isinstance(v, dict | list)}
+
+
+class NoCloudSource:
+    name: ClassVar[str] = "nocloud"
+
+    def __init__(self, seed_dirs: Sequence[Path] = DEFAULT_SEED_DIRS, *, dev_root: Path = DEV,
+                 device: Path | None = None) -> None:
+        self.seed_dirs = list(seed_dirs)
+        self.dev_root = dev_root
+        self.device = device
+
+    def _seed_dir(self) -> Path | None:
+        for directory in self.seed_dirs:
+            if (directory / "meta-data").is_file() or (directory / "user-data").is_file():
+                return directory
+        return None
+
+    def _find_device(self) -> Path | None:
+        if self.device is not None:
+            return self.device if self.device.exists() else None
+        for label in LABELS:
+            candidate = self.dev_root / "disk/by-label" / label
+            if candidate.exists():
+                return candidate
+        return None
+
+    def detect(self) -> bool:
+        return self._seed_dir() is not None or self._find_device() is not None
+
+    def _read_volume(self, device: Path, timeout: float) -> dict[str, bytes]:
+        from lockgate.proc import RunError, run
+
+        try:
+            listing = run(["mdir", "-b", "-i", device, "::"], capture=True, env=MTOOLS_ENV,
+                          quiet=True, timeout=timeout)
+        except RunError as exc:
+            raise DatasourceError(f"{device}: cannot read the CIDATA volume (FAT expected): "
+                                  f"{exc}") from None
+        present = {line.strip().removeprefix("::/").lower()
+                   for line in listing.stdout.decode(errors="replace").splitlines()}
+        files: dict[str, bytes] = {}
+        for name in ("user-data", "meta-data"):
+            if name not in present:
+                continue
+            try:
+                proc = run(["mcopy", "-n", "-i", device, f"::{name}", "-"], capture=True,
+                           env=MTOOLS_ENV, quiet=True, timeout=timeout)
+            except RunError as exc:
+                raise DatasourceError(f"{device}: cannot read {name}: {exc}") from None
+            files[name] = proc.stdout
+        return files
+
+    def fetch(self, timeout: float = 60.0) -> InstanceData:
+        seed = self._seed_dir()
+        origin: str
+        if seed is not None:
+            origin = str(seed)
+            files = {name: (seed / name).read_bytes() for name in ("user-data", "meta-data")
+                     if (seed / name).is_file()}
+        else:
+            device = self._find_device()
+            if device is None:
+                raise DatasourceError("no NoCloud seed: no seed directory and no volume "
+                                      "labelled CIDATA")
+            origin = str(device)
+            files = self._read_volume(device, timeout)
+        meta = parse_meta_data(files.get("meta-data", b"").decode("utf-8", errors="replace"))
+        instance_id = meta.get("instance-id") or meta.get("instance_id") or DEFAULT_INSTANCE_ID
+        metadata = {"seed": origin}
+        for key in ("local-hostname", "hostname"):
+            if meta.get(key):
+                metadata["local-hostname"] = meta[key]
+                break
+        log.info("NoCloud seed %s: instance %s", origin, instance_id)
+        return InstanceData("nocloud", instance_id, files.get("user-data") or None, metadata)
