@@ -8,3 +8,7 @@ import click
 @click.group("image")
 def group() -> None:
     """Build, boot and check appliance images."""
+
+from lockgate.image.boot.cli import boot  # noqa: E402  (registered after the group exists)
+
+group.add_command(boot)
