@@ -8,3 +8,7 @@ import click
 @click.group("runtime")
 def group() -> None:
     """Run and manage the traffic manager."""
+
+from lockgate.runtime.tls import fingerprint_command  # noqa: E402  (management plane)
+
+group.add_command(fingerprint_command)
