@@ -1,0 +1,205 @@
+"""Admin UI pages: login form, status page, logout. Plain server-rendered HTML.
+
+Every value shown is escaped. The session cookie is HttpOnly, Secure and
+SameSite=Strict; state-changing requests (login, logout) are POSTs and are
+refused when the browser says they come from another origin. Logins share the
+REST API's users file and failure limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Callable, Mapping
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lockgate import __version__
+from lockgate.runtime.admin.sessions import (
+    Session,
+    Sessions,
+    clear_cookie,
+    cookie_token,
+    set_cookie,
+)
+from lockgate.runtime.api.auth import Authenticator, Outcome
+from lockgate.runtime.api.http import Request, Response
+from lockgate.runtime.config.store import ConfigStore
+
+HTML = "text/html; charset=utf-8"
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+NOT_CONFIGURED = ("This appliance has not been configured yet: no admin user exists. "
+                  "Give user-data with a password when launching it, or run "
+                  "<code>z-initial-config</code> on its console.")
+
+ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",)}
+
+Snapshot = Callable[[], Mapping[str, Any]]
+e = html.escape
+
+
+def _css() -> bytes:
+    return resources.files("lockgate.runtime.admin").joinpath("style.css").read_bytes()
+
+
+class AdminUi:
+    def __init__(self, store: ConfigStore, auth: Authenticator, snapshot: Snapshot,
+                 fingerprint: str, sessions: Sessions | None = None) -> None:
+        self.store = store
+        self.auth = auth
+        self.snapshot = snapshot
+        self.fingerprint = fingerprint
+        self.sessions = sessions or Sessions()
+        self.css = _css()
+
+    async def __call__(self, request: Request) -> Response:
+        path, method = request.path, request.method
+        get = method in ("GET", "HEAD")
+        if path == "/style.css" and get:
+            return Response(200, self.css, "text/css; charset=utf-8",
+                            [("Cache-Control", "max-age=3600")])
+        if path not in ALLOWED_METHODS:
+            return self._page(404, "Not found", "<p>There is no such page.</p>")
+        allowed = ALLOWED_METHODS[path]
+        if method not in allowed:
+            response = self._page(405, "Method not allowed", "<p>Method not allowed.</p>")
+            response.headers.append(("Allow", ", ".join(allowed)))
+            return response
+        if method == "POST" and not _same_origin(request):
+            return self._page(403, "Forbidden", "<p>Cross-site request refused.</p>")
+        if not self.auth.configured():
+            return self._page(503 if method == "POST" else 200, "Initial configuration needed",
+                              f'<section class="notice"><p>{NOT_CONFIGURED}</p></section>')
+        token = cookie_token(request.headers.get("cookie"))
+        if path == "/logout":
+            self.sessions.end(token)
+            return _redirect("/login", [("Set-Cookie", clear_cookie())])
+        if path == "/login":
+            if method == "POST":
+                return await self._login(request)
+            return self._login_page(200)
+        session = self.sessions.lookup(token)
+        if session is None:
+            return _redirect("/login")
+        return await self._status(session)
+
+    # ---- login ---------------------------------------------------------------------------
+    async def _login(self, request: Request) -> Response:
+        form = parse_qs(request.body.decode("utf-8", errors="replace"), max_num_fields=10)
+        user = (form.get("username") or [""])[0]
+        password = (form.get("password") or [""])[0]
+        verdict = await self.auth.check(request.client, user or None, password or None)
+        if verdict.outcome is Outcome.OK and verdict.user:
+            token = self.sessions.create(verdict.user)
+            cookie = set_cookie(token, int(self.sessions.lifetime))
+            return _redirect("/", [("Set-Cookie", cookie)])
+        if verdict.outcome is Outcome.LOCKED:
+            response = self._login_page(429, f"Too many failed logins; try again in "
+                                             f"{verdict.retry_after} seconds.")
+            response.headers.append(("Retry-After", str(verdict.retry_after)))
+            return response
+        if verdict.outcome is Outcome.MISSING:
+            return self._login_page(400, "Enter a user name and password.")
+        return self._login_page(401, "Wrong user name or password.")
+
+    def _login_page(self, status: int, message: str = "") -> Response:
+        error = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
+        body = f"""<section><h2>Log in</h2>{error}
+<form class="login" method="post" action="/login">
+<label>User name <input name="username" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Log in</button>
+</form></section>"""
+        return self._page(status, "Log in", body)
+
+    # ---- status --------------------------------------------------------------------------
+    async def _status(self, session: Session) -> Response:
+        tree, version = await asyncio.to_thread(self._read_config)
+        snap = await asyncio.to_thread(self.snapshot)
+        body = [f"""<section><h2>Appliance</h2><table>
+<tr><th>lockgate version</th><td>{e(__version__)}</td></tr>
+<tr><th>Configuration version</th><td>{version}</td></tr>
+<tr><th>Certificate SHA-1 fingerprint</th><td><code>{e(self.fingerprint)}</code></td></tr>
+</table></section>""", self._virtual_servers(tree, snap), self._pools(tree, snap)]
+        logout = (f'<form method="post" action="/logout"><span>{e(session.user)}</span> '
+                  f'<button type="submit">Log out</button></form>')
+        return self._page(200, "Status", "\n".join(body), logout)
+
+    def _read_config(self) -> tuple[dict[str, Any], int]:
+        return self.store.tree(), self.store.version
+
+    @staticmethod
+    def _virtual_servers(tree: Mapping[str, Any], snap: Mapping[str, Any]) -> str:
+        stats = snap.get("virtual_servers") or {}
+        rows = []
+        for name, doc in sorted((tree.get("virtual_servers") or {}).items()):
+            basic = doc["properties"]["basic"]
+            s = stats.get(name, {})
+            rows.append(
+                f"<tr><td>{e(name)}</td><td>{e(str(basic['protocol']))}</td>"
+                f"<td>{e(str(basic['port']))}</td><td>{e(str(basic['pool']))}</td>"
+                f"<td>{'yes' if basic['enabled'] else 'no'}</td>"
+                f"<td>{int(s.get('connections_current', 0))}</td>"
+                f"<td>{int(s.get('requests', 0))}</td><td>{int(s.get('errors', 0))}</td></tr>")
+        if not rows:
+            return "<section><h2>Virtual servers</h2><p>None configured.</p></section>"
+        return ("<section><h2>Virtual servers</h2><table><tr><th>Name</th><th>Protocol</th>"
+                "<th>Port</th><th>Pool</th><th>Enabled</th><th>Connections</th>"
+                "<th>Requests</th><th>Errors</th></tr>" + "".join(rows) + "</table></section>")
+
+    @staticmethod
+    def _pools(tree: Mapping[str, Any], snap: Mapping[str, Any]) -> str:
+        stats = snap.get("pools") or {}
+        parts = ["<section><h2>Pools</h2>"]
+        pools = sorted((tree.get("pools") or {}).items())
+        if not pools:
+            parts.append("<p>None configured.</p>")
+        for name, doc in pools:
+            nodes = (stats.get(name) or {}).get("nodes") or {}
+            parts.append(f"<h3>{e(name)}</h3><table><tr><th>Node</th><th>Configured</th>"
+                         "<th>Health</th><th>Connections</th><th>Failures</th></tr>")
+            for row in doc["properties"]["basic"]["nodes_table"]:
+                node = str(row["node"])
+                n = nodes.get(node, {})
+                health = str(n.get("state", "unknown"))
+                parts.append(f"<tr><td><code>{e(node)}</code></td><td>{e(str(row['state']))}</td>"
+                             f'<td class="{e(health)}">{e(health)}</td>'
+                             f"<td>{int(n.get('connections', 0))}</td>"
+                             f"<td>{int(n.get('failures', 0))}</td></tr>")
+            parts.append("</table>")
+        parts.append("</section>")
+        return "".join(parts)
+
+    # ---- page frame ----------------------------------------------------------------------
+    @staticmethod
+    def _page(status: int, title: str, body: str, header_extra: str = "") -> Response:
+        page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(title)} - lockgate</title><link rel="stylesheet" href="/style.css"></head>
+<body><header><h1>lockgate traffic manager</h1>{header_extra}</header>
+<main><h2>{e(title)}</h2>
+{body}
+</main></body></html>
+"""
+        return Response(status, page.encode(), HTML, list(SECURITY_HEADERS))
+
+
+def _redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(303, b"", HTML, [("Location", location), *(headers or []),
+                                     *SECURITY_HEADERS])
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the POST comes from another site (CSRF guard)."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        # No Origin (old clients, curl): SameSite=Strict already keeps the cookie away.
+        return origin != "null"
+    return urlsplit(origin).netloc == request.headers.get("host", "")

@@ -1,0 +1,92 @@
+"""The management plane: REST API (HTTPS 9070) and Admin UI (HTTPS 9090).
+
+Hook for ``lockgate runtime serve`` (runs both servers on the proxy's event loop)::
+
+    mgmt = await start_management(state_dir, host, rest_port, admin_port)
+    print(f"lockgate-runtime: serving ... {mgmt.describe()}", flush=True)
+    ...
+    await mgmt.close()
+
+``describe()`` is ``admin=https://<addr>:9090 rest=https://<addr>:9070
+fingerprint=<SHA-1>`` -- the fields the image boot tool reads from the console
+line. Both servers share one certificate (``StatePaths.tls``, generated on
+first start) and one login limiter, so failures on either port count together.
+Configuration changes go through :class:`ConfigStore`, whose file the workers
+watch; nothing else needs notifying.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from lockgate.paths import StatePaths
+from lockgate.runtime import status
+from lockgate.runtime.api.auth import Authenticator
+from lockgate.runtime.api.http import HttpServer
+from lockgate.runtime.api.openapi import document
+from lockgate.runtime.api.routes import RestApi
+from lockgate.runtime.config.store import ConfigStore
+from lockgate.runtime.tls import Certificate, ensure_certificate, primary_address
+
+REST_PORT = 9070
+ADMIN_PORT = 9090
+
+
+@dataclass
+class Management:
+    rest: HttpServer
+    admin: HttpServer
+    certificate: Certificate
+    fingerprint: str
+    host: str
+
+    @property
+    def address(self) -> str:
+        """The address users should type: the listen address, or the primary one."""
+        if self.host in ("", "0.0.0.0", "::"):
+            return primary_address() or socket.gethostname()
+        return self.host
+
+    def url(self, port: int) -> str:
+        addr = self.address
+        try:
+            if ipaddress.ip_address(addr).version == 6:
+                addr = f"[{addr}]"
+        except ValueError:
+            pass  # a host name: used as it is
+        return f"https://{addr}:{port}"
+
+    def describe(self) -> str:
+        return (f"admin={self.url(self.admin.port)} rest={self.url(self.rest.port)} "
+                f"fingerprint={self.fingerprint}")
+
+    async def close(self) -> None:
+        await self.rest.close()
+        await self.admin.close()
+
+
+async def start_management(state_dir: Path, host: str = "", rest_port: int = REST_PORT,
+                           admin_port: int = ADMIN_PORT) -> Management:
+    """Start both HTTPS servers (port 0 picks a free one: see ``.rest.port``)."""
+    from lockgate.runtime.admin import AdminUi  # admin imports api: import here
+
+    state_dir = Path(state_dir)
+    certificate = ensure_certificate(state_dir)
+    fingerprint = certificate.fingerprint
+    context = certificate.server_context()
+    auth = Authenticator(StatePaths(state_dir).users)
+    store = ConfigStore(state_dir)
+    snapshot = functools.partial(status.snapshot, state_dir)
+    rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context)
+    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint), context)
+    await rest.start(host, rest_port)
+    try:
+        await admin.start(host, admin_port)
+    except BaseException:
+        await rest.close()
+        raise
+    return Management(rest, admin, certificate, fingerprint, host)

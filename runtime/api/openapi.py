@@ -1,0 +1,178 @@
+"""The REST API's OpenAPI 3.0 document, written by hand to match exactly what is served.
+
+Served at ``/api/tm/1.0/openapi.json`` and checked against the live server by
+schemathesis (tests/integration/test_api_schemathesis.py). The sections of each
+kind's ``properties`` come from :data:`lockgate.runtime.config.schema.SCHEMA`
+so the document cannot list a setting the store does not know; the per-field
+rules (types, ranges, choices) are enforced by the store and reported as 422
+naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lockgate import __version__
+from lockgate.runtime.config.schema import KINDS, NAME_RE, SCHEMA
+
+ROOT = "/api/tm/1.0"
+STATS = f"{ROOT}/status/local_tm/statistics"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = _json(_ref("Error"), description)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+COMMON_RESPONSES: dict[str, Any] = {
+    "Unauthorized": _error(
+        "No, wrong or not-yet-configured credentials.",
+        {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}),
+    "TooManyRequests": _error(
+        "Too many failed logins from this client address; wait Retry-After seconds.",
+        {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}, "required": True}}),
+    "NotFound": _error("No such resource."),
+}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    all_responses = dict(responses)
+    all_responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
+    all_responses["429"] = {"$ref": "#/components/responses/TooManyRequests"}
+    return {"summary": summary, "responses": all_responses, **extra}
+
+
+def _index(summary: str) -> dict[str, Any]:
+    return {"get": _op(summary, {"200": _json(_ref("Children"), "Child resources.")})}
+
+
+def _properties_schema(kind: str) -> dict[str, Any]:
+    sections = {section: {"type": "object", "additionalProperties": False,
+                          "properties": {field: {} for field in fields}}
+                for section, fields in SCHEMA[kind].items()}
+    return {"type": "object", "additionalProperties": False, "required": ["properties"],
+            "properties": {"properties": {"type": "object", "additionalProperties": False,
+                                          "properties": sections}}}
+
+
+NAME_PARAM = {"name": "name", "in": "path", "required": True,
+              "description": "Object name: letters, digits and . _ ~ - (up to 128).",
+              "schema": {"type": "string", "pattern": NAME_RE.pattern}}
+
+
+def _config_paths(kind: str) -> dict[str, Any]:
+    doc = f"{kind.title().replace('_', '')}Document"
+    base = f"{ROOT}/config/active/{kind}"
+    item = {
+        "parameters": [NAME_PARAM],
+        "get": _op(f"Read one of {kind}", {
+            "200": _json(_ref(doc), "The object with every default filled in."),
+            "404": {"$ref": "#/components/responses/NotFound"}}),
+        "put": _op(f"Create or replace one of {kind}", {
+            "200": _json(_ref(doc), "Replaced; the stored object."),
+            "201": _json(_ref(doc), "Created; the stored object."),
+            "400": _error("The body is not JSON."),
+            "413": _error("The body is over 1 MiB."),
+            "422": _error("The object is invalid; error_info.field names the setting. "
+                          "Nothing was stored.")},
+            requestBody={"required": True,
+                         "content": {"application/json": {"schema": _ref(doc)}}}),
+        "delete": _op(f"Delete one of {kind}", {
+            "204": {"description": "Deleted."},
+            "404": {"$ref": "#/components/responses/NotFound"},
+            "409": _error("Still used by another object, named in error_text and "
+                          "error_info.field.")}),
+    }
+    listing = {"get": _op(f"List {kind}", {"200": _json(_ref("Children"), "Names and links.")})}
+    return {base: listing, f"{base}/{{name}}": item}
+
+
+def _stats_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {STATS: _index("Kinds with statistics.")}
+    for kind, schema in (("virtual_servers", "VirtualServerStatistics"),
+                         ("pools", "PoolStatistics")):
+        paths[f"{STATS}/{kind}"] = _index(f"{kind} with statistics.")
+        paths[f"{STATS}/{kind}/{{name}}"] = {
+            "parameters": [NAME_PARAM],
+            "get": _op(f"Counters of one of {kind}", {
+                "200": _json({"type": "object", "required": ["statistics"],
+                              "properties": {"statistics": _ref(schema)}}, "Counters."),
+                "404": {"$ref": "#/components/responses/NotFound"}})}
+    return paths
+
+
+def _count(description: str) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "description": description}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/api/tm": _index("API versions."),
+        ROOT: _index("Top-level resources."),
+        f"{ROOT}/config": _index("Configuration sets (only 'active')."),
+        f"{ROOT}/config/active": _index("Object kinds."),
+    }
+    for kind in KINDS:
+        paths.update(_config_paths(kind))
+    paths[f"{ROOT}/status"] = _index("Status sources.")
+    paths[f"{ROOT}/status/local_tm"] = _index("This traffic manager's status.")
+    paths.update(_stats_paths())
+    paths[f"{ROOT}/openapi.json"] = {"get": _op("This document.", {
+        "200": _json({"type": "object"}, "OpenAPI 3.0 document.")})}
+    paths["/metrics"] = {"get": _op("Prometheus metrics (text format 0.0.4).", {
+        "200": {"description": "Metrics.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}})}
+
+    schemas: dict[str, Any] = {
+        "Children": {"type": "object", "required": ["children"], "properties": {
+            "children": {"type": "array", "items": {
+                "type": "object", "required": ["name", "href"],
+                "properties": {"name": {"type": "string"}, "href": {"type": "string"}}}}}},
+        "Error": {"type": "object", "required": ["error_id", "error_text"], "properties": {
+            "error_id": {"type": "string"},
+            "error_text": {"type": "string"},
+            "error_info": {"type": "object", "properties": {"field": {"type": "string"}}}}},
+        "VirtualServerStatistics": {"type": "object", "properties": {
+            "requests": _count("Requests (HTTP) or connections (TCP) handled."),
+            "bytes_in": _count("Bytes from clients."),
+            "bytes_out": _count("Bytes to clients."),
+            "connections_current": _count("Connections open now."),
+            "connections_total": _count("Connections accepted."),
+            "errors": _count("Requests or connections that failed.")}},
+        "PoolStatistics": {"type": "object", "required": ["nodes"], "properties": {
+            "nodes": {"type": "object", "additionalProperties": {
+                "type": "object", "properties": {
+                    "state": {"type": "string", "enum": ["alive", "draining", "dead"]},
+                    "connections": _count("Connections made to the node."),
+                    "requests": _count("Requests sent to the node."),
+                    "failures": _count("Failed connections or checks.")}}}}},
+    }
+    for kind in KINDS:
+        schemas[f"{kind.title().replace('_', '')}Document"] = _properties_schema(kind)
+
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "lockgate traffic manager REST API", "version": __version__,
+                 "description": "Configuration and status of one lockgate traffic manager. "
+                                "HTTPS on port 9070, HTTP Basic auth (the appliance's admin "
+                                "users). Bodies are JSON, at most 1 MiB. A trailing slash on "
+                                "any path is accepted."},
+        "servers": [{"url": "/"}],
+        "security": [{"basic": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "responses": COMMON_RESPONSES,
+            "schemas": schemas,
+        },
+    }

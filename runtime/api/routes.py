@@ -1,0 +1,193 @@
+"""The REST API's resources (``/api/tm/1.0/...``) and ``/metrics``.
+
+Shaped like the reference product's REST API so users' scripts translate:
+collections answer ``{"children": [{"name", "href"}]}``, objects are
+``{"properties": {section: {field: value}}}``, errors are
+``{"error_id", "error_text", "error_info": {"field"}}``. Every resource needs
+HTTP Basic auth. The store does file I/O under a lock, so it is called in a
+worker thread; calls are serialised so a PUT's "created or replaced" answer is
+exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lockgate.runtime import metrics
+from lockgate.runtime.api.auth import Authenticator, Outcome, parse_basic
+from lockgate.runtime.api.http import Request, Response
+from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError
+from lockgate.runtime.config.store import ConfigNotFound, ConfigStore
+
+ROOT = "/api/tm/1.0"
+CONFIG = f"{ROOT}/config/active"
+STATS = f"{ROOT}/status/local_tm/statistics"
+STAT_KINDS = ("virtual_servers", "pools")
+REALM = 'Basic realm="lockgate", charset="UTF-8"'
+
+Snapshot = Callable[[], Mapping[str, Any]]
+
+
+def children(base: str, names: list[str]) -> dict[str, Any]:
+    return {"children": [{"name": n, "href": f"{base}/{n}"} for n in names]}
+
+
+class RestApi:
+    def __init__(self, store: ConfigStore, auth: Authenticator, snapshot: Snapshot,
+                 openapi: Mapping[str, Any]) -> None:
+        self.store = store
+        self.auth = auth
+        self.snapshot = snapshot
+        self.openapi = openapi
+        self._store_lock = asyncio.Lock()
+
+    async def __call__(self, request: Request) -> Response:
+        denied = await self._authenticate(request)
+        if denied is not None:
+            return denied
+        path = request.path.rstrip("/") or "/"
+        method = "GET" if request.method == "HEAD" else request.method
+        if path == "/metrics":
+            return _only(method, "GET") or await self._metrics()
+        if path == f"{ROOT}/openapi.json":
+            return _only(method, "GET") or Response.json(200, self.openapi)
+        if path == CONFIG or path.startswith(CONFIG + "/"):
+            return await self._config(method, path[len(CONFIG):].strip("/"), request.body)
+        if path == STATS or path.startswith(STATS + "/"):
+            return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
+        index = {"/api/tm": children("/api/tm", ["1.0"]),
+                 ROOT: children(ROOT, ["config", "status"]),
+                 f"{ROOT}/config": children(f"{ROOT}/config", ["active"]),
+                 f"{ROOT}/status": children(f"{ROOT}/status", ["local_tm"]),
+                 f"{ROOT}/status/local_tm": children(f"{ROOT}/status/local_tm", ["statistics"])}
+        if path in index:
+            return _only(method, "GET") or Response.json(200, index[path])
+        return _not_found(request.path)
+
+    async def _authenticate(self, request: Request) -> Response | None:
+        user, password = parse_basic(request.headers.get("authorization"))
+        verdict = await self.auth.check(request.client, user, password)
+        if verdict.outcome is Outcome.OK:
+            return None
+        if verdict.outcome is Outcome.LOCKED:
+            return Response.error(
+                429, "auth.locked_out",
+                f"too many failed logins from {request.client}; try again in "
+                f"{verdict.retry_after} s", headers=[("Retry-After", str(verdict.retry_after))])
+        challenge = [("WWW-Authenticate", REALM)]
+        if verdict.outcome is Outcome.UNCONFIGURED:
+            return Response.error(401, "auth.not_configured",
+                                  "initial configuration is not finished: no admin user yet "
+                                  "(give user-data or run z-initial-config)", headers=challenge)
+        if verdict.outcome is Outcome.MISSING:
+            return Response.error(401, "auth.required", "HTTP Basic authentication required",
+                                  headers=challenge)
+        return Response.error(401, "auth.invalid", "wrong user name or password",
+                              headers=challenge)
+
+    # ---- configuration -------------------------------------------------------------------
+    async def _config(self, method: str, rest: str, body: bytes) -> Response:
+        if not rest:
+            return _only(method, "GET") or Response.json(200, children(CONFIG, list(KINDS)))
+        kind, _, name = rest.partition("/")
+        if kind not in KINDS or "/" in name:
+            return _not_found(f"{CONFIG}/{rest}")
+        if not name:
+            if method != "GET":
+                return _method_not_allowed("GET")
+            names = await self._in_store(self.store.list, kind)
+            return Response.json(200, children(f"{CONFIG}/{kind}", names))
+        if method == "GET":
+            return await self._get(kind, name)
+        if method == "PUT":
+            return await self._put(kind, name, body)
+        if method == "DELETE":
+            return await self._delete(kind, name)
+        return _method_not_allowed("GET, PUT, DELETE")
+
+    async def _in_store(self, call: Callable[..., Any], *args: Any) -> Any:
+        async with self._store_lock:
+            return await asyncio.to_thread(call, *args)
+
+    async def _get(self, kind: str, name: str) -> Response:
+        if not NAME_RE.match(name):
+            return _not_found(f"{CONFIG}/{kind}/{name}")
+        try:
+            document = await self._in_store(self.store.get, kind, name)
+        except ConfigNotFound:
+            return _not_found(f"{CONFIG}/{kind}/{name}")
+        return Response.json(200, document)
+
+    async def _put(self, kind: str, name: str, body: bytes) -> Response:
+        try:
+            document = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            text = "request body is not valid JSON"
+            if isinstance(exc, json.JSONDecodeError):
+                text += f" (line {exc.lineno} column {exc.colno}: {exc.msg})"
+            return Response.error(400, "json.parse_error", text)
+        async with self._store_lock:
+            try:
+                existed = name in await asyncio.to_thread(self.store.list, kind)
+                await asyncio.to_thread(self.store.put, kind, name, document)
+                stored = await asyncio.to_thread(self.store.get, kind, name)
+            except ConfigError as exc:
+                return _invalid(exc)
+        return Response.json(200 if existed else 201, stored)
+
+    async def _delete(self, kind: str, name: str) -> Response:
+        if not NAME_RE.match(name):
+            return _not_found(f"{CONFIG}/{kind}/{name}")
+        try:
+            await self._in_store(self.store.delete, kind, name)
+        except ConfigNotFound:
+            return _not_found(f"{CONFIG}/{kind}/{name}")
+        except ConfigError as exc:  # still referenced by another object
+            return Response.error(409, "config.in_use", str(exc), {"field": exc.field})
+        return Response(204)
+
+    # ---- status --------------------------------------------------------------------------
+    async def _stats(self, rest: str) -> Response:
+        snap = await asyncio.to_thread(self.snapshot)
+        if not rest:
+            return Response.json(200, children(STATS, list(STAT_KINDS)))
+        kind, _, name = rest.partition("/")
+        if kind not in STAT_KINDS or "/" in name:
+            return _not_found(f"{STATS}/{rest}")
+        objects: Mapping[str, Any] = snap.get(kind) or {}
+        if not name:
+            return Response.json(200, children(f"{STATS}/{kind}", sorted(objects)))
+        if name not in objects:
+            return _not_found(f"{STATS}/{kind}/{name}")
+        return Response.json(200, {"statistics": objects[name]})
+
+    async def _metrics(self) -> Response:
+        snap = await asyncio.to_thread(self.snapshot)
+        version = await asyncio.to_thread(lambda: self.store.version)
+        return Response(200, metrics.render(snap, version).encode(), metrics.CONTENT_TYPE)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _invalid(exc: ConfigError) -> Response:
+    return Response.error(422, "config.invalid", str(exc), {"field": exc.field})
+
+
+def _only(method: str, allowed: str) -> Response | None:
+    return None if method == allowed else _method_not_allowed(allowed)
+
+
+def _method_not_allowed(allowed: str) -> Response:
+    return Response.error(405, "http.method_not_allowed", f"method not allowed (allowed: {allowed})",
+                          headers=[("Allow", allowed)])
+
+
+def _not_found(path: str) -> Response:
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return Response.error(404, "resource.not_found", f"no such resource: {shown}")
+

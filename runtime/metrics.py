@@ -1,0 +1,80 @@
+"""Prometheus text exposition (format 0.0.4) of the traffic manager's counters.
+
+Built from :func:`lockgate.runtime.status.snapshot` and the configuration
+version. A node counts as up (``lockgate_node_up 1``) unless the health checks
+mark it ``dead``; ``lockgate_pool_nodes_alive`` counts nodes in state ``alive``
+(a draining node is up but takes no new connections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.samples: list[tuple[dict[str, str], float]] = []
+
+    def add(self, value: float, **labels: str) -> None:
+        self.samples.append((labels, value))
+
+    def lines(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for labels, value in self.samples:
+            number = str(int(value)) if float(value).is_integer() else repr(float(value))
+            yield f"{self.name}{_labels(labels)} {number}"
+
+
+def render(snapshot: Mapping[str, Any], config_version: int) -> str:
+    requests = _Family("lockgate_requests_total", "counter",
+                       "Requests (HTTP) or connections (TCP) handled per virtual server.")
+    nbytes = _Family("lockgate_bytes_total", "counter",
+                     "Bytes received from clients (in) and sent to them (out).")
+    current = _Family("lockgate_connections_current", "gauge",
+                      "Client connections open now.")
+    conns = _Family("lockgate_connections_total", "counter", "Client connections accepted.")
+    errors = _Family("lockgate_errors_total", "counter",
+                     "Requests or connections that ended in an error.")
+    node_up = _Family("lockgate_node_up", "gauge", "1 unless health checks mark the node dead.")
+    node_failures = _Family("lockgate_node_failures_total", "counter",
+                            "Failed connections or checks per node.")
+    alive = _Family("lockgate_pool_nodes_alive", "gauge", "Nodes in state alive per pool.")
+    version = _Family("lockgate_config_version", "gauge",
+                      "Version of the configuration store (increases on every change).")
+
+    for name, c in sorted((snapshot.get("virtual_servers") or {}).items()):
+        requests.add(c.get("requests", 0), virtual_server=name)
+        nbytes.add(c.get("bytes_in", 0), virtual_server=name, direction="in")
+        nbytes.add(c.get("bytes_out", 0), virtual_server=name, direction="out")
+        current.add(c.get("connections_current", 0), virtual_server=name)
+        conns.add(c.get("connections_total", 0), virtual_server=name)
+        errors.add(c.get("errors", 0), virtual_server=name)
+    for pool, data in sorted((snapshot.get("pools") or {}).items()):
+        count = 0
+        for node, n in sorted((data.get("nodes") or {}).items()):
+            state = n.get("state", "alive")
+            node_up.add(0 if state == "dead" else 1, pool=pool, node=node)
+            node_failures.add(n.get("failures", 0), pool=pool, node=node)
+            count += state == "alive"
+        alive.add(count, pool=pool)
+    version.add(config_version)
+
+    families = (requests, nbytes, current, conns, errors, node_up, node_failures, alive, version)
+    return "\n".join(line for family in families for line in family.lines()) + "\n"
