@@ -91,13 +91,26 @@ class Announcer:
             self.console_ok = False
 
 
-def _resolve_source(spec: str) -> Any:
-    import importlib
+#: Environment variables that point a datasource at another metadata URL
+#: (tests, emulators, unusual networks): variable -> (source, constructor argument).
+URL_OVERRIDES = {
+    "LOCKGATE_EC2_URL": ("ec2", "base_url"),
+    "LOCKGATE_GCE_URL": ("gce", "base_urls"),
+    "LOCKGATE_AZURE_IMDS_URL": ("azure", "imds_url"),
+    "LOCKGATE_AZURE_WIRESERVER_URL": ("azure", "wireserver_url"),
+}
 
-    datasources = importlib.import_module("lockgate.firstboot.datasources")
-    if spec == "auto":
-        return datasources.discover()
-    return datasources.get_source(spec)
+
+def _resolve_source(spec: str) -> Any:
+    import os
+
+    from lockgate.firstboot.datasources import get_source
+
+    per_source: dict[str, dict[str, Any]] = {}
+    for variable, (name, argument) in URL_OVERRIDES.items():
+        if os.environ.get(variable):
+            per_source.setdefault(name, {})[argument] = os.environ[variable]
+    return get_source(spec, **per_source)
 
 
 def _admin_url_host(metadata: dict[str, str]) -> str:
@@ -200,11 +213,10 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
                                       state=status.state, first_boot=first,
                                       applied_at=_now(), steps=status.steps))
     report_ready = getattr(source, "report_ready", None)
-    if data.platform == "azure" and report_ready is not None:
-        try:
-            report_ready()
-        except Exception as exc:  # the fabric retries provisioning; boot goes on
-            status.warnings.append(f"azure: reporting ready failed: {exc}")
+    if data.platform == "azure" and report_ready is not None and not report_ready(timeout):
+        # The fabric keeps waiting for "ready"; the boot goes on regardless.
+        reason = getattr(source, "last_report_error", None) or "see the journal"
+        status.warnings.append(f"azure: reporting ready to the platform failed: {reason}")
     return _finish(status, began, root)
 
 
@@ -213,12 +225,12 @@ def _parse(user_data: bytes | None, status: Status) -> tuple[Any, str]:
 
     if not user_data:
         return Settings(), ""
-    from lockgate.firstboot.userdata import UserDataError, parse  # type: ignore[import-not-found,unused-ignore]
+    from lockgate.firstboot.userdata import UserDataError, parse
 
     try:
         settings, warnings = parse(user_data)
     except UserDataError as exc:
-        return None, exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        return None, exc.format_message()
     secrets = [settings.password, settings.owner_secret]
     status.warnings.extend(redact(str(w), secrets) for w in warnings)
     return settings, ""

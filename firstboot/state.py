@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockgate.firstboot.apply.base import StepResult, atomic_write
+from lockgate.firstboot.apply.base import StepResult, atomic_write, make_dirs
 from lockgate.paths import StatePaths
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
@@ -87,5 +87,6 @@ class InstanceState:
     def save(self, record: InstanceRecord) -> None:
         """Write ``record`` and make its instance the current one."""
         text = json.dumps(record.to_json(), indent=2) + "\n"
+        make_dirs(self.dir, 0o700)
         atomic_write(self.instances / record_name(record.instance_id), text.encode(), 0o600)
         atomic_write(self.current_file, f"{record.instance_id}\n".encode(), 0o600)

@@ -39,15 +39,16 @@ class StepResult:
 
 
 def make_dirs(path: Path, mode: int = 0o700) -> None:
-    """Create ``path`` and missing parents with ``mode`` (existing ones are left alone)."""
+    """Create ``path`` with ``mode``; missing parents get 0755 (they are /var, /run ...)."""
     missing: list[Path] = []
     probe = path
     while not probe.exists():
         missing.append(probe)
         probe = probe.parent
     for directory in reversed(missing):
-        os.mkdir(directory, mode)
-        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask
+        wanted = mode if directory == path else 0o755
+        os.mkdir(directory, wanted)
+        os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600, dir_mode: int = 0o700) -> None:

@@ -47,7 +47,8 @@ def registration_body(ctx: ApplyContext, settings: Settings) -> dict[str, str | 
         "registration_policy": settings.registration_policy,
         "owner": settings.owner,
         "owner_secret": settings.owner_secret,
-        "hostname": ctx.metadata.get("hostname") or socket.gethostname(),
+        "hostname": (ctx.metadata.get("local-hostname") or ctx.metadata.get("hostname")
+                     or socket.gethostname()),
         "instance_id": ctx.instance_id,
         "fingerprint": admin_cert_fingerprint(ctx.root),
     }
