@@ -289,8 +289,8 @@ def _stray_word(word: str, line: int, previous_key: str) -> None:
     hint = ""
     if word.startswith("#"):
         hint = "; comments must start their own line"
-    elif word.startswith("-----"):
-        hint = "; sd_cert takes the PEM body only, without -----BEGIN/END lines"
+    elif "-----" in word or previous_key == "sd_cert":
+        hint = "; sd_cert takes the PEM body only, without -----BEGIN/END lines or newlines"
     raise UserDataError(
         "user-data", f"line {line}: {_show(word)} is not key=value{hint}"
     )
