@@ -116,7 +116,8 @@ def timezone_help(arg: str) -> str:
     regions = sorted({z.split("/", 1)[0] for z in zones if "/" in z})
     return (
         "Regions: " + ", ".join(regions) + "\n"
-        "Enter 'help <Region>' (for example 'help Europe') to list its timezones."
+        "Enter 'help <Region>' (for example 'help Europe') to list its timezones;\n"
+        "UTC is a timezone too."
     )
 
 

@@ -25,7 +25,10 @@ STEP = "replay file"  # the <step> in "error: <step>: <reason>" for file-level p
 
 def parse_replay(text: str) -> dict[str, str]:
     answers: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split on form feeds and
+    # other separators a password may legitimately contain.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key, sep, value = line.partition("=")
