@@ -199,6 +199,7 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
             status.applied_this_boot = True
             status.steps = apply_all(ctx, settings, progress=_progress)
             status.apply_s = round(time.monotonic() - apply_began, 3)
+            click.echo(f"{PREFIX} parse+apply took {status.apply_s:.3f} s")
             for step in status.steps:
                 if step.result in (Outcome.WARNING, Outcome.FAILED):
                     say(f"{PREFIX} {step.name}: {step.result}: {step.message}")

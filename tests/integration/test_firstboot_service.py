@@ -1,0 +1,187 @@
+"""``lockgate firstboot run`` end to end: the installed script as a real subprocess.
+
+Sources: ``file:PATH``, and ``ec2`` against the EC2 metadata emulator
+(``LOCKGATE_EC2_URL``); Azure's report-ready against the Azure emulator.
+The generated password must reach the console file and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lockgate.firstboot.apply.console import Console
+from lockgate.firstboot.service import DONE_MARKER, firstboot
+from lockgate.image.cloudemu import AzureEmulator, Ec2Imds
+from lockgate.passwords import verify_password
+from lockgate.paths import StatePaths
+
+LOCKGATE = str(Path(sys.executable).with_name("lockgate"))
+STATUS_KEYS = ["state", "instance_id", "source", "applied_this_boot", "started", "finished",
+               "duration_s", "steps", "warnings"]
+
+
+def lockgate(*args: str, env: dict[str, str] | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([LOCKGATE, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, check=False)
+
+
+def firstboot_run(tmp: Path, source: str, env: dict[str, str] | None = None,
+                  timeout: float = 10) -> tuple[subprocess.CompletedProcess[str],
+                                                dict[str, object], str]:
+    proc = lockgate("firstboot", "run", "--source", source, "--root", str(tmp / "root"),
+                    "--console", str(tmp / "console"), "--timeout", str(timeout), env=env)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads((tmp / "root/run/lockgate/firstboot.json").read_text())
+    console = (tmp / "console").read_text()
+    return proc, status, console
+
+
+def report(label: str, seconds: float, capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\n[firstboot timing] {label}: {seconds * 1000:.0f} ms")
+
+
+def parse_apply_seconds(stdout: str) -> float:
+    match = re.search(r"parse\+apply took ([0-9.]+) s", stdout)
+    assert match, stdout
+    return float(match.group(1))
+
+
+def test_file_source_full_run_status_and_console(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    user_data = tmp_path / "user-data"
+    user_data.write_text("password=Integration-Pw-9 accept_license=Yes "
+                         "timezone=Europe/London cluster_host=10.0.0.9 "
+                         "cluster_fingerprint=unsafe colour=blue\n")
+    started = time.monotonic()
+    proc, status, console = firstboot_run(tmp_path, f"file:{user_data}")
+    wall = time.monotonic() - started
+
+    assert list(status) == STATUS_KEYS
+    assert (status["state"], status["source"], status["applied_this_boot"]) == (
+        "configured", "file", True)
+    steps = {s["name"]: s["result"] for s in status["steps"]}  # type: ignore[attr-defined]
+    assert steps == {"admin": "ok", "licence": "ok", "timezone": "ok", "cluster": "ok",
+                     "cfn": "skipped", "register": "skipped"}
+    assert any("colour" in w for w in status["warnings"])  # type: ignore[attr-defined]
+    marker = f"{DONE_MARKER} state=configured instance={status['instance_id']} source=file"
+    assert console.splitlines()[-1] == marker
+    assert marker in proc.stdout.splitlines()
+    run_file = tmp_path / "root/run/lockgate/firstboot.json"
+    assert stat.S_IMODE(run_file.stat().st_mode) == 0o644
+    for where in (proc.stdout, proc.stderr, run_file.read_text()):
+        assert "Integration-Pw-9" not in where
+    report("file source, subprocess wall time", wall, capsys)
+    report("file source, parse+apply", parse_apply_seconds(proc.stdout), capsys)
+
+    shown = lockgate("firstboot", "status", "--root", str(tmp_path / "root"))
+    assert shown.returncode == 0
+    assert "state:     configured" in shown.stdout and "timezone" in shown.stdout
+    as_json = lockgate("firstboot", "status", "--root", str(tmp_path / "root"), "--json")
+    assert json.loads(as_json.stdout) == status
+
+    again, status2, _ = firstboot_run(tmp_path, f"file:{user_data}")
+    assert (status2["applied_this_boot"], status2["steps"]) == (False, [])
+    assert "parse+apply" not in again.stdout
+
+
+def test_generated_password_only_on_the_console(tmp_path: Path) -> None:
+    user_data = tmp_path / "user-data"
+    user_data.write_text("accept_license=y\n")
+    proc, status, console = firstboot_run(tmp_path, f"file:{user_data}")
+    assert status["state"] == "needs-initial-configuration"
+    [line] = [x for x in console.splitlines() if "generated password" in x]
+    password = line.rsplit(": ", 1)[1]
+    users = json.loads(StatePaths.under_root(tmp_path / "root").users.read_text())
+    assert verify_password(password, users["users"]["admin"]["hash"])
+    assert password not in proc.stdout and password not in proc.stderr
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+             and p.name != "console" and password.encode() in p.read_bytes()]
+    assert leaks == []
+    assert "z-initial-config" in console and "https://" in console
+    assert console.splitlines()[-1].startswith(f"{DONE_MARKER} state=needs-initial-configuration")
+
+
+def test_invalid_user_data_still_exits_0_with_the_reason(tmp_path: Path) -> None:
+    user_data = tmp_path / "user-data"
+    user_data.write_text("password=x accept_license=perhaps\n")
+    _, status, console = firstboot_run(tmp_path, f"file:{user_data}")
+    assert status["state"] == "failed" and status["applied_this_boot"] is False
+    assert "accept_license:" in console
+    assert console.splitlines()[-1].startswith(f"{DONE_MARKER} state=failed")
+    assert not (tmp_path / "root/var/lib/lockgate/config").exists()
+
+
+def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
+    proc = lockgate("firstboot", "run", "--source", "openstack", "--root", str(tmp_path),
+                    "--console", str(tmp_path / "console"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --source openstack")
+
+
+def test_status_without_a_run_says_so(tmp_path: Path) -> None:
+    proc = lockgate("firstboot", "status", "--root", str(tmp_path))
+    assert proc.returncode == 1 and "no first-boot status" in proc.stderr
+
+
+def test_ec2_emulator_once_per_instance_and_outage(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    user_data = b"password=Ec2-Pw-5 accept_license=Yes timezone=Europe/Berlin"
+    with Ec2Imds(user_data=user_data, instance_id="i-0aaaaaaaaaaaaaaa1", imdsv1=False) as imds:
+        env = {"LOCKGATE_EC2_URL": imds.url}
+        proc, status, console = firstboot_run(tmp_path, "ec2", env)
+        assert (status["state"], status["instance_id"], status["source"]) == (
+            "configured", "i-0aaaaaaaaaaaaaaa1", "ec2")
+        assert console.splitlines()[-1] == (
+            f"{DONE_MARKER} state=configured instance=i-0aaaaaaaaaaaaaaa1 source=ec2")
+        report("ec2 emulator, parse+apply", parse_apply_seconds(proc.stdout), capsys)
+        report("ec2 emulator, whole run (status duration_s)", float(status["duration_s"]),  # type: ignore[arg-type]
+               capsys)
+
+        _, status, _ = firstboot_run(tmp_path, "ec2", env)  # reboot
+        assert status["applied_this_boot"] is False
+
+        imds.set_faults(fail_first=10_000)  # metadata service down
+        began = time.monotonic()
+        _, status, console = firstboot_run(tmp_path, "ec2", env, timeout=2)
+        assert time.monotonic() - began < 30  # the --timeout bounds the wait for metadata
+        assert (status["state"], status["instance_id"], status["applied_this_boot"]) == (
+            "configured", "i-0aaaaaaaaaaaaaaa1", False)
+        assert any("metadata unavailable" in w for w in status["warnings"])  # type: ignore[attr-defined]
+        assert console.splitlines()[-1].startswith(f"{DONE_MARKER} state=configured")
+        imds.set_faults(fail_first=0)
+
+        imds.instance_id = "i-0bbbbbbbbbbbbbbb2"  # the image launched again as a new VM
+        imds.user_data = b"password=Second-Pw-6 accept_license=Yes"
+        _, status, _ = firstboot_run(tmp_path, "ec2", env)
+        assert (status["instance_id"], status["applied_this_boot"]) == ("i-0bbbbbbbbbbbbbbb2",
+                                                                        True)
+    users = json.loads(StatePaths.under_root(tmp_path / "root").users.read_text())
+    assert verify_password("Second-Pw-6", users["users"]["admin"]["hash"])
+
+
+def test_azure_reports_ready(tmp_path: Path) -> None:
+    from lockgate.firstboot.datasources.azure import AzureSource
+
+    with AzureEmulator(user_data=b"password=Az-Pw-7 accept_license=yes") as azure:
+        source = AzureSource(imds_url=azure.url, wireserver_url=azure.url,
+                             ovf_path=tmp_path / "no-ovf-env.xml")
+        console = Console(str(tmp_path / "console"))
+        try:
+            status = firstboot(tmp_path / "root", source, console, 10.0)
+        finally:
+            console.close()
+        assert (status.state, status.source) == ("configured", "azure")
+        assert status.warnings == []
+        assert [r.state for r in azure.health_reports][-1:] == ["Ready"]
