@@ -13,6 +13,7 @@ from lockgate.errors import Failure, LockgateError
 from .finish import apply_all, user_data_lines
 from .flow import (
     STEPS,
+    Interrupted,
     Stopped,
     collect_answers,
     make_context,
@@ -79,13 +80,13 @@ def wizard_cmd(root: Path, record_to: Path | None, replay_from: Path | None,
             prompter.say(line)
         prompter.say()
         if source.interactive and not assume_yes and not confirm(prompter):
-            raise Stopped(ABORTED, exit_code=1)
+            raise Stopped(ABORTED)
     except KeyboardInterrupt:
         prompter.say()
-        raise Stopped(ABORTED, exit_code=130) from None
+        raise Interrupted(ABORTED) from None
     except EOFError:
         prompter.say()
-        raise Stopped(ABORTED, exit_code=1) from None
+        raise Stopped(ABORTED) from None
 
     if record_to is not None:
         try:
@@ -112,10 +113,10 @@ def reset_password_cmd(root: Path, user: str | None, password_stdin: bool) -> No
         name = reset_password(root, user, password_stdin)
     except KeyboardInterrupt:
         click.echo()
-        raise Stopped(ABORTED, exit_code=130) from None
+        raise Interrupted(ABORTED) from None
     except EOFError:
         click.echo()
-        raise Stopped(ABORTED, exit_code=1) from None
+        raise Stopped(ABORTED) from None
     except OSError as exc:
         raise Failure(f"cannot update the users file under {root}: {exc}") from None
     click.echo(f"Password for user '{name}' changed.")

@@ -12,6 +12,9 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
+
+import click
 
 from lockgate.errors import LockgateError
 from lockgate.paths import PRODUCT_HOME, StatePaths
@@ -45,16 +48,19 @@ LICENCE_TEXT_CANDIDATES = (
 
 
 class Stopped(LockgateError):
-    """The user ended the wizard (Ctrl-C, end of input, declined): nothing was changed."""
+    """The user ended the wizard (declined, said no, end of input): nothing was changed."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
 
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def,unused-ignore]
-        import click
-
+    def show(self, file: IO[Any] | None = None) -> None:
+        # Not an error, so no "error:" prefix: just what happened.
         click.echo(self.format_message(), err=True, file=file)
+
+
+class Interrupted(Stopped):
+    """Ctrl-C: the shell's usual 128 + SIGINT."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ def collect_answers(source: AnswerSource, ctx: Context) -> Answers:
     if ctx.licence_text is not None:
         source.say(f"Full text on this appliance: {ctx.licence_text}")
     if not source.answer(ACCEPT_LICENSE):
-        raise Stopped("licence not accepted: nothing changed", exit_code=1)
+        raise Stopped("licence not accepted: nothing changed")
 
     heading(source, 4, "Date, time and timezone")
     now = dt.datetime.now(dt.UTC)
