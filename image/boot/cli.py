@@ -11,7 +11,7 @@ import click
 
 from lockgate.errors import BadInput
 from lockgate.image.boot.metadata import Cloud
-from lockgate.image.boot.qemu import Accel, Firmware
+from lockgate.image.boot.qemu import Accel, Firmware, choose_accel
 from lockgate.image.boot.vm import Vm, booted, parse_forward
 
 
@@ -65,13 +65,15 @@ def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards
     pairs = [parse_forward(f) for f in forwards]
     _raise_on_signals()
     vm: Vm | None = None
+    chosen, reason = choose_accel(Accel(accel))
+    click.echo(f"accelerator: {reason}")
+    click.echo(f"firmware: {firmware}, cloud: {cloud}")
     try:
         with booted(image, cloud=cloud, user_data=data, firmware=firmware, forwards=pairs,
-                    memory_mib=memory_mib, persist=persist, accel=accel,
+                    memory_mib=memory_mib, persist=persist, accel=chosen,
                     console_log=console_log, quiet_timeout=quiet_timeout,
                     on_milestone=_milestone) as vm:
-            click.echo(f"accelerator: {vm.accel_reason}")
-            click.echo(f"firmware: {firmware}, cloud: {cloud}, console log: {vm.console_log}")
+            click.echo(f"console log: {vm.console_log}")
             if persist:
                 click.echo(f"writing to {image} itself (--persist)")
             _wait_ready(vm, timeout)

@@ -156,7 +156,8 @@ class Console:
                 self._on_milestone(name, time.monotonic() - self.started)
 
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float, *,
-                 start: int = 0, quiet_timeout: float | None = None) -> re.Match[str]:
+                 start: int = 0, quiet_timeout: float | None = None,
+                 what: str | None = None) -> re.Match[str]:
         """Block until ``pattern`` appears in the console text (from offset ``start``).
 
         Raises :class:`BootError` when ``timeout`` passes, when the console
@@ -165,21 +166,22 @@ class Console:
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
         quiet = self.watchdog.limit if quiet_timeout is None else quiet_timeout
+        what = what or repr(regex.pattern)
         with self._cond:
             while True:
                 match = regex.search(self._text, start)
                 if match is not None:
                     return match
                 if self._closed:
-                    raise BootError(f"QEMU exited before the console showed {regex.pattern!r} "
+                    raise BootError(f"QEMU exited before the console showed {what} "
                                     f"(console log: {self.log_path})")
                 if self.watchdog.quiet_for() >= quiet:
                     raise BootError(f"no new console output for {quiet:g} s while waiting for "
-                                    f"{regex.pattern!r}; the boot looks stuck "
+                                    f"{what}; the boot looks stuck "
                                     f"(console log: {self.log_path})")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise BootError(f"{regex.pattern!r} did not appear on the console within "
+                    raise BootError(f"{what} did not appear on the console within "
                                     f"{timeout:g} s (console log: {self.log_path})")
                 wake = min(left, max(0.05, quiet - self.watchdog.quiet_for()))
                 self._cond.wait(wake)

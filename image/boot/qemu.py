@@ -81,7 +81,8 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     """The full QEMU command line for ``spec``. Serial console on stdout, no graphics."""
     if spec.accel is Accel.AUTO:
         raise ValueError("resolve the accelerator with choose_accel() first")
-    argv = [qemu, "-name", "lockgate", "-machine", "q35"]
+    # graphics=off: SeaBIOS also writes to the serial port (what -nographic does)
+    argv = [qemu, "-name", "lockgate", "-machine", "q35,graphics=off"]
     if spec.accel is Accel.KVM:
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
@@ -97,7 +98,7 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     argv += ["-drive", f"file={spec.disk},if=virtio,format={spec.disk_format}{cache},discard=unmap"]
     for extra in spec.extra_disks:
         argv += ["-drive", f"file={extra},if=virtio,format=raw,readonly=on"]
-    argv += ["-netdev", _netdev(spec), "-device", "virtio-net-pci,netdev=net0",
+    argv += ["-netdev", _netdev(spec), "-device", "virtio-net-pci,netdev=net0,romfile=",
              "-device", "virtio-rng-pci"]
     for value in spec.smbios:
         argv += ["-smbios", value]

@@ -80,17 +80,17 @@ class Vm:
         return f"{scheme}://127.0.0.1:{self.ports[guest_port]}"
 
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float, *,
-                 start: int = 0) -> re.Match[str]:
-        return self.console.wait_for(pattern, timeout, start=start)
+                 start: int = 0, what: str | None = None) -> re.Match[str]:
+        return self.console.wait_for(pattern, timeout, start=start, what=what)
 
     def wait_firstboot(self, timeout: float) -> FirstbootDone:
-        match = self.wait_for(FIRSTBOOT_RE, timeout)
+        match = self.wait_for(FIRSTBOOT_RE, timeout, what="the first-boot marker (lockgate-firstboot: done)")
         done = parse_firstboot(match.group(0))
         assert done is not None
         return done
 
     def wait_serving(self, timeout: float) -> RuntimeServing:
-        match = self.wait_for(RUNTIME_RE, timeout)
+        match = self.wait_for(RUNTIME_RE, timeout, what="the runtime marker (lockgate-runtime: serving)")
         serving = parse_runtime(match.group(0))
         assert serving is not None
         return serving
@@ -194,6 +194,11 @@ def booted(
             try:
                 _check_started(vm)
                 yield vm
+            except BootError:
+                # A failed or interrupted boot: a guest that may not even have an OS
+                # running would ignore the power button, so don't wait long for it.
+                vm.shutdown(min(powerdown_timeout, 2.0))
+                raise
             finally:
                 vm.shutdown(powerdown_timeout)
     finally:
