@@ -289,7 +289,11 @@ def run(source_spec: str, root: Path, console_target: str, timeout: float) -> No
             traceback.print_exc(file=sys.stderr)
             status = Status(started=_now(), source=source_spec,
                             warnings=[f"first boot crashed: {type(exc).__name__}: {exc}"])
-            _finish(status, time.monotonic(), root)
+            try:
+                _finish(status, time.monotonic(), root)
+            except OSError as write_error:  # still print the marker so the boot goes on
+                click.echo(f"{PREFIX} cannot write {status_path(root)}: {write_error}",
+                           err=True)
         line = done_line(status)
         click.echo(line)
         try:
