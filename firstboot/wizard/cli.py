@@ -117,7 +117,7 @@ def reset_password_cmd(root: Path, user: str | None, password_stdin: bool) -> No
     except EOFError:
         click.echo()
         raise Stopped(ABORTED) from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # unwritable, or a users.json that is not ours
         raise Failure(f"cannot update the users file under {root}: {exc}") from None
     click.echo(f"Password for user '{name}' changed.")
 

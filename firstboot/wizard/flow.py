@@ -103,11 +103,17 @@ def find_licence_text(root: Path) -> Path | None:
 def make_context(root: Path) -> Context:
     from lockgate.firstboot.apply.licence import licence_accepted
 
+    try:
+        configured = licence_accepted(root)
+    except ValueError as exc:  # a damaged licence.json: the wizard is how to repair it
+        click.echo(f"warning: cannot read the licence record ({exc}); it will be rewritten",
+                   err=True)
+        configured = False
     return Context(
         root=root,
         current_timezone=current_timezone(root),
         licence_text=find_licence_text(root),
-        already_configured=licence_accepted(root),
+        already_configured=configured,
     )
 
 

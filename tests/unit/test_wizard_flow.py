@@ -202,3 +202,27 @@ def test_reset_password_stdin_refuses_bad_users(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("error: user: 'a b' is not a valid user name")
     assert not StatePaths.under_root(tmp_path).users.exists()
+
+
+def test_reset_password_reports_a_damaged_users_file(tmp_path: Path) -> None:
+    users = StatePaths.under_root(tmp_path).users
+    users.parent.mkdir(parents=True)
+    users.write_text('{"not": "users"}')
+    result = CliRunner().invoke(reset_password_cmd, ["--root", str(tmp_path), "--password-stdin"],
+                                input=PASSWORD + "\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot update the users file under ")
+    assert PASSWORD not in result.output
+
+
+def test_wizard_repairs_a_damaged_licence_record(tmp_path: Path) -> None:
+    licence = StatePaths.under_root(tmp_path).licence
+    licence.parent.mkdir(parents=True)
+    licence.write_text("{not json")
+    replay = tmp_path / "in.txt"
+    replay.write_text(f"password={PASSWORD}\naccept_license=y\n")
+    replay.chmod(0o600)
+    result = CliRunner().invoke(wizard_cmd, ["--root", str(tmp_path), "--replay-from", str(replay)])
+    assert result.exit_code == 0, result.output
+    assert "warning: cannot read the licence record" in result.stderr
+    assert json.loads(licence.read_text())["accepted"] is True
