@@ -185,3 +185,28 @@ def test_azure_reports_ready(tmp_path: Path) -> None:
         assert (status.state, status.source) == ("configured", "azure")
         assert status.warnings == []
         assert [r.state for r in azure.health_reports][-1:] == ["Ready"]
+
+
+def test_unit_file_contract(tmp_path: Path) -> None:
+    import configparser
+    import shutil
+
+    unit_file = Path(__file__).resolve().parents[2] / "firstboot/units/lockgate-firstboot.service"
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(unit_file)
+    service = unit["Service"]
+    assert (service["Type"], service["RemainAfterExit"]) == ("oneshot", "yes")
+    assert service["ExecStart"] == "/opt/lockgate/bin/lockgate firstboot run"
+    assert service["StandardOutput"] == "journal"
+    assert "infinity" not in service["TimeoutStartSec"]
+    assert unit["Unit"]["Before"] == "lockgate.service"
+    assert set(unit["Unit"]["After"].split()) == {"network-online.target", "local-fs.target"}
+    assert unit["Unit"]["Wants"] == "network-online.target"
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed: unit syntax not verified")
+    copy = tmp_path / unit_file.name
+    copy.write_text(unit_file.read_text().replace("/opt/lockgate/bin/lockgate", LOCKGATE))
+    proc = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
