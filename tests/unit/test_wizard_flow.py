@@ -226,3 +226,23 @@ def test_wizard_repairs_a_damaged_licence_record(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "warning: cannot read the licence record" in result.stderr
     assert json.loads(licence.read_text())["accepted"] is True
+
+
+def test_yes_skips_the_confirmation(tmp_path: Path) -> None:
+    typed = ["", PASSWORD, PASSWORD, "y", "UTC", "", "", ""]
+    result = CliRunner().invoke(wizard_cmd, ["--root", str(tmp_path), "--yes"],
+                                input="".join(t + "\n" for t in typed))
+    assert result.exit_code == 0, result.output
+    assert "Apply these settings now?" not in result.output
+    assert json.loads(StatePaths.under_root(tmp_path).licence.read_text())["accepted"] is True
+
+
+def test_an_unwritable_record_file_changes_nothing(tmp_path: Path) -> None:
+    root, replay = tmp_path / "root", tmp_path / "in.txt"
+    replay.write_text(f"password={PASSWORD}\naccept_license=y\n")
+    replay.chmod(0o600)
+    result = CliRunner().invoke(wizard_cmd, ["--root", str(root), "--replay-from", str(replay),
+                                             "--record-to", str(tmp_path / "no/such/dir/out.txt")])
+    assert result.exit_code == 1
+    assert "error: cannot write replay file" in result.stderr
+    assert not root.exists()
