@@ -8,13 +8,15 @@ answer. Both print ``error: <message>`` on stderr.
 
 from __future__ import annotations
 
+from typing import IO, Any
+
 import click
 
 
 class LockgateError(click.ClickException):
     exit_code = 1
 
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
