@@ -564,7 +564,7 @@ def _is_ipv6(host: str) -> bool:
 def _certificate(body: str) -> str:
     try:
         der = binascii.a2b_base64(body, strict_mode=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise UserDataError(
             "sd_cert", "not base64: give the PEM body without the -----BEGIN/END lines or newlines"
         ) from None

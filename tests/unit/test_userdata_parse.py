@@ -260,6 +260,8 @@ REJECTED: list[tuple[str | bytes, str]] = [
     ("sd_address=[::1]", "sd_address: missing port"),
     ("sd_address=sd:http", "sd_address: port must be a number from 1 to 65535, got 'http'"),
     ("sd_cert=!!!!", "sd_cert: not base64"),
+    ("sd_cert=\u00a0", "sd_cert: not base64"),
+    ("sd_cert=MIIé", "sd_cert: not base64"),
     ("sd_cert=" + CERT_BODY[:-4], "sd_cert: "),
     ("sd_cert=" + base64.b64encode(b"not a certificate").decode(), "sd_cert: base64 decodes, but not to an X.509"),
     # cfn
