@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("lockgate.cloudemu")
@@ -76,6 +76,10 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     emulator: Emulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that gave up (timeouts, faults) leave broken pipes behind: expected.
+        log.debug("%s: client %s went away", self.emulator.name, client_address, exc_info=True)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
@@ -109,7 +113,9 @@ class Emulator:
         self._port = port
         self._faults = faults or Faults()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._count = 0
+        self._arrived = 0
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -117,7 +123,7 @@ class Emulator:
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         if self._server is not None:
             return self
         server = (_Server6 if ":" in self._host else _Server)((self._host, self._port), _Handler)
@@ -139,7 +145,7 @@ class Emulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -178,6 +184,27 @@ class Emulator:
         with self._lock:
             return [r for r in self.requests if r.path.startswith(path_prefix)]
 
+    @property
+    def arrived(self) -> int:
+        """Requests received so far, including ones still waiting out a delay fault."""
+        with self._lock:
+            return self._arrived
+
+    def wait_arrived(self, count: int, timeout: float) -> bool:
+        """Block until ``count`` requests have arrived; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._arrived >= count, timeout)
+
+    def wait_for_request(self, path_prefix: str, timeout: float) -> RecordedRequest | None:
+        """Block until a request for ``path_prefix`` was answered (e.g. the guest read
+        ``/latest/user-data``); return it, or None on timeout."""
+        def found() -> RecordedRequest | None:
+            return next((r for r in self.requests if r.path.startswith(path_prefix)), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: found() is not None, timeout)
+            return found()
+
     # --- serving -------------------------------------------------------------------
 
     def route(self, method: str, path: str, query: dict[str, list[str]],
@@ -188,10 +215,12 @@ class Emulator:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in handler.headers.items()}
-        with self._lock:
+        with self._changed:
             self._count += 1
+            self._arrived += 1
             n = self._count
             faults = self._faults
+            self._changed.notify_all()
         if faults.delay > 0 and (faults.delay_first is None or n <= faults.delay_first):
             self._stopping.wait(faults.delay)
         reply: Reply | None
@@ -207,9 +236,10 @@ class Emulator:
             except Exception as exc:  # a bug in an emulator must show up as a 500, not a hang
                 log.exception("%s emulator failed on %s", self.name, handler.path)
                 reply = Reply(500, f"emulator error: {exc}\n".encode())
-        with self._lock:
+        with self._changed:
             self.requests.append(RecordedRequest(handler.command, handler.path, headers, body,
                                                  reply.status if reply else None))
+            self._changed.notify_all()
         if reply is None:
             handler.close_connection = True
             # Close without a status line: the client sees a dropped connection.
