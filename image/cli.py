@@ -12,3 +12,7 @@ def group() -> None:
 from lockgate.image.boot.cli import boot  # noqa: E402  (registered after the group exists)
 
 group.add_command(boot)
+
+from lockgate.image.build.cli import build  # noqa: E402
+
+group.add_command(build)

@@ -1,0 +1,124 @@
+"""The lockgate layer: a venv at /opt/lockgate using the image's own python3.
+
+Wheels are downloaded on the host into ``cache/wheels/<key>`` (the key hashes
+constraints.txt and the requirement names) and installed *inside* the rootfs
+by the image's python through ``chroot``, with pip run straight from its wheel,
+so the venv, its script shebangs and its byte-code are exactly what the
+appliance's interpreter would have made. lockgate itself is built as a wheel
+from a clean copy of the checkout, so stray build files never reach the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from lockgate.errors import die
+from lockgate.image.build.context import Context
+from lockgate.proc import output, run
+
+VENV = Path("/opt/lockgate")
+COMMANDS = ("lockgate", "z-initial-config", "z-reset-password", "z-expand-logs-partition",
+            "start-lockgate", "stop-lockgate")
+STAGING = Path("/tmp/lockgate-wheels")  # inside the rootfs, removed afterwards
+# Never copied into the wheel build: VCS data, environments, outputs, caches.
+SKIP = {".git", ".venv", "build", "cache", "dist", "__pycache__", ".mypy_cache",
+        ".pytest_cache", ".ruff_cache", "node_modules", "tests"}
+
+
+def _host_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def wheels_dir(context: Context) -> Path:
+    lg = context.profile.lockgate
+    h = hashlib.sha256(lg.constraints.read_bytes())
+    h.update(" ".join(sorted(lg.requirements)).encode())
+    return context.cache_dir / "wheels" / h.hexdigest()[:16]
+
+
+def download_wheels(context: Context) -> Path:
+    """Runtime dependencies (and pip itself), pinned by constraints.txt, cached."""
+    target = wheels_dir(context)
+    if (target / ".complete").exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    lg = context.profile.lockgate
+    run([_host_python(), "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+         "--dest", target, "-c", lg.constraints, "pip", *lg.requirements])
+    (target / ".complete").touch()
+    return target
+
+
+def build_lockgate_wheel(context: Context) -> Path:
+    source = context.profile.lockgate.source
+    copy = context.work_dir / "lockgate-src"
+    dest = context.work_dir / "lockgate-wheel"
+    for path in (copy, dest):
+        if path.exists():
+            shutil.rmtree(path)
+    skip_abs = {context.out_dir.resolve(), context.cache_dir.resolve()}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder).resolve()
+        return {n for n in names if n in SKIP or n.endswith(".egg-info")
+                or (here / n) in skip_abs}
+
+    shutil.copytree(source, copy, ignore=ignore, symlinks=True)
+    run([_host_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--wheel-dir", dest, copy], env=context.env)
+    shutil.rmtree(copy)
+    wheels = sorted(dest.glob("lockgate-*.whl"))
+    if len(wheels) != 1:
+        raise die(f"building lockgate's wheel from {source} gave {len(wheels)} wheels, not 1")
+    return wheels[0]
+
+
+def _chroot(context: Context, *argv: str) -> None:
+    # The host's pip settings (find-links, constraints files) mean nothing in the rootfs.
+    env = {**context.env, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": str(STAGING),
+           "PIP_NO_INDEX": "1", "PIP_NO_CACHE_DIR": "1", "PYTHONHASHSEED": "0",
+           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+    run(["chroot", context.rootfs, *argv], env=env)
+
+
+def install_lockgate(context: Context) -> None:
+    wheels = download_wheels(context)
+    lockgate_wheel = build_lockgate_wheel(context)
+    staging = context.rootfs / STAGING.relative_to("/")
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(wheels, staging)
+    shutil.copy2(lockgate_wheel, staging)
+    shutil.copy2(context.profile.lockgate.constraints, staging / "constraints.txt")
+    pip_wheel = sorted(staging.glob("pip-*.whl"))
+    if not pip_wheel:
+        raise die(f"no pip wheel in {wheels}; delete that folder and build again")
+    venv = context.rootfs / VENV.relative_to("/")
+    if venv.exists():
+        shutil.rmtree(venv)
+    _chroot(context, "/usr/bin/python3", "-m", "venv", "--without-pip", str(VENV))
+    pip = f"{STAGING}/{pip_wheel[-1].name}/pip"
+    _chroot(context, f"{VENV}/bin/python3", pip, "install", "--quiet", "--no-warn-script-location",
+            "-c", f"{STAGING}/constraints.txt", f"{STAGING}/{lockgate_wheel.name}")
+    shutil.rmtree(staging)
+    # Tools pip leaves behind in the venv are of no use on a read-only appliance.
+    for leftover in (venv / "bin").glob("Activate.ps1"):
+        leftover.unlink()
+    bin_dir = context.rootfs / "usr/local/bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for command in COMMANDS:
+        if not (venv / "bin" / command).exists():
+            raise die(f"lockgate's wheel did not install {command}; check pyproject.toml's "
+                      "[project.scripts]")
+        link = bin_dir / command
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(VENV / "bin" / command)
+    version = output(["chroot", context.rootfs, f"{VENV}/bin/lockgate", "--version"])
+    if "lockgate" not in version:
+        raise die(f"the installed lockgate does not run in the image: {version!r}")

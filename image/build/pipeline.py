@@ -1,0 +1,121 @@
+"""``lockgate image build``: a flat list of steps over one Context.
+
+    build_rootfs      mmdebstrap (cached by package fields) -> work/rootfs
+    install_lockgate  venv in /opt/lockgate from this checkout's wheel
+    configure_system  read-only root, units, network, first-boot identity
+    check_initramfs   lsinitramfs: every cloud driver is there
+    check_secrets     no private keys, host keys, machine id or password hashes
+    make_bootloader   GRUB for BIOS and UEFI, grub.cfg, slot-a.cfg, grubenv
+    make_filesystems  root-a.ext4, data.ext4, esp.vfat (reproducible)
+    make_disk         GPT + partitions + GRUB boot sector -> lockgate-<v>.raw
+    write_formats     qcow2, vhd, vmdk, gce, upgrade (as asked)
+    write_manifest    build/manifest.json (artifacts, partitions, packages)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import click
+
+from lockgate.image import gpt
+from lockgate.image.build import bootloader, checks, configure, disk, filesystems, install, rootfs
+from lockgate.image.build.context import Context
+from lockgate.image.formats import write_format
+from lockgate.image.manifest import build_manifest, installed_packages, write_manifest
+
+
+@dataclass
+class State:
+    """What steps hand to later steps beyond the Context itself."""
+
+    esp_files: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    layout: gpt.Layout | None = None
+
+
+def build_rootfs(context: Context, state: State) -> None:
+    rootfs.build_rootfs(context)
+
+
+def install_lockgate(context: Context, state: State) -> None:
+    install.install_lockgate(context)
+
+
+def configure_system(context: Context, state: State) -> None:
+    configure.configure_system(context)
+
+
+def check_initramfs(context: Context, state: State) -> None:
+    checks.verify_initramfs(context.rootfs, context.kernel_version,
+                            context.profile.initramfs_drivers)
+
+
+def check_secrets(context: Context, state: State) -> None:
+    checks.refuse_secrets(context.rootfs)
+
+
+def make_bootloader(context: Context, state: State) -> None:
+    state.esp_files = bootloader.make_bootloader(context)
+
+
+def make_filesystems(context: Context, state: State) -> None:
+    sizes = context.profile.disk
+    filesystems.make_ext4(context, context.rootfs, context.root_image, sizes.root,
+                          context.derived_uuid("fs-root-a"), "lockgate-root")
+    filesystems.make_ext4(context, configure.build_data_tree(context), context.data_image,
+                          sizes.data, context.derived_uuid("fs-data"), "lockgate-data")
+    filesystems.make_esp(context, context.esp_image, sizes.esp, context.fat_serial(),
+                         state.esp_files)
+
+
+def make_disk(context: Context, state: State) -> None:
+    state.layout = disk.plan(context)
+    disk.assemble_disk(context, state.layout)
+    bootloader.install_bios_boot(context, state.layout)
+
+
+def write_formats(context: Context, state: State) -> None:
+    for name in context.formats:
+        started = time.monotonic()
+        result = write_format(context, name)
+        context.artifacts.append(result)
+        click.echo(f"    {name:8s} {result.path}  {result.size / 2**20:,.0f} MiB  "
+                   f"({time.monotonic() - started:.1f} s)")
+
+
+def write_manifest_step(context: Context, state: State) -> None:
+    assert state.layout is not None
+    manifest = build_manifest(context, state.layout, installed_packages(context.rootfs))
+    write_manifest(context.manifest_path, manifest)
+
+
+Step = Callable[[Context, State], None]
+
+STEPS: list[tuple[str, Step]] = [
+    ("build_rootfs", build_rootfs),
+    ("install_lockgate", install_lockgate),
+    ("configure_system", configure_system),
+    ("check_initramfs", check_initramfs),
+    ("check_secrets", check_secrets),
+    ("make_bootloader", make_bootloader),
+    ("make_filesystems", make_filesystems),
+    ("make_disk", make_disk),
+    ("write_formats", write_formats),
+    ("write_manifest", write_manifest_step),
+]
+
+
+def run_pipeline(context: Context, steps: list[tuple[str, Step]] | None = None) -> State:
+    state = State()
+    context.out_dir.mkdir(parents=True, exist_ok=True)
+    context.work_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for name, step in steps or STEPS:
+        click.echo(f"==> {name}")
+        t0 = time.monotonic()
+        step(context, state)
+        click.echo(f"    {name} done in {time.monotonic() - t0:.1f} s")
+    click.echo(f"==> built {context.disk_image} in {time.monotonic() - started:.1f} s")
+    return state
