@@ -1,0 +1,1 @@
+"""lockgate.image.build: the image build pipeline (see pipeline.py for the steps)."""
