@@ -12,3 +12,8 @@ def group() -> None:
 from lockgate.runtime.tls import fingerprint_command  # noqa: E402  (management plane)
 
 group.add_command(fingerprint_command)
+
+from lockgate.runtime.serve import reload_command, serve_command  # noqa: E402  (proxy data plane)
+
+group.add_command(serve_command)
+group.add_command(reload_command)

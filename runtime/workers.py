@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from lockgate.runtime.status import run_folder
+
+log = logging.getLogger("lockgate.runtime.workers")
 
 
 def pid_file(state_dir: Path) -> Path:
@@ -42,3 +49,146 @@ def notify_reload(state_dir: Path) -> bool:
         os.kill(pid, signal.SIGHUP)
         return True
     return False
+
+
+# ---- the supervisor ------------------------------------------------------------------------
+
+READY_TIMEOUT = 60.0  # workers import, load the store and bind; slow only under emulation
+RESTART_DELAY = 1.0  # after a crash within QUICK_CRASH of starting
+QUICK_CRASH = 5.0
+POLL_INTERVAL = 0.2
+
+
+def start_worker_process(state_dir: Path, slot: int, ready_fd: int | None,
+                         grace: float) -> subprocess.Popen[bytes]:
+    """The one place worker processes are started (long-lived children, so Popen)."""
+    argv = [sys.executable, "-m", "lockgate.runtime.proxy.worker", "--state-dir", str(state_dir),
+            "--slot", str(slot), "--grace", str(grace), "--parent", str(os.getpid())]
+    if ready_fd is not None:
+        argv += ["--ready-fd", str(ready_fd)]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            pass_fds=(ready_fd,) if ready_fd is not None else ())
+
+
+class WorkerStartError(Exception):
+    pass
+
+
+class Supervisor:
+    """Starts N workers, restarts crashed ones, forwards SIGHUP, stops gracefully on SIGTERM."""
+
+    def __init__(self, state_dir: Path, workers: int, grace: float = 10.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.count = workers
+        self.grace = grace
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.started: dict[int, float] = {}
+        self.listening: list[str] = []
+        self.stop_event = asyncio.Event()
+        self.restarts = 0
+
+    async def startup(self) -> None:
+        folder = run_folder(self.state_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("worker-*.json"):
+            stale.unlink()  # totals restart with the service
+        ready_r, ready_w = os.pipe()
+        os.set_blocking(ready_r, False)
+        try:
+            for slot in range(self.count):
+                self._spawn(slot, ready_w)
+        finally:
+            os.close(ready_w)
+        try:
+            await self._wait_ready(ready_r)
+        except BaseException:
+            await self._stop_workers(0.5)
+            raise
+        finally:
+            os.close(ready_r)
+        pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+
+    async def _wait_ready(self, ready_r: int) -> None:
+        loop = asyncio.get_running_loop()
+        lines: list[str] = []
+        buffer = b""
+        got_data = asyncio.Event()
+        loop.add_reader(ready_r, got_data.set)
+        deadline = loop.time() + READY_TIMEOUT
+        try:
+            while len(lines) < self.count:
+                for slot, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        raise WorkerStartError(f"worker {slot} exited with status {proc.returncode} "
+                                               "before it was ready (see its message above)")
+                if loop.time() > deadline:
+                    raise WorkerStartError(f"workers not ready after {READY_TIMEOUT:.0f} s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(got_data.wait(), POLL_INTERVAL)
+                got_data.clear()
+                try:
+                    chunk = os.read(ready_r, 4096)
+                except BlockingIOError:
+                    continue
+                buffer += chunk
+                *done, buffer = buffer.split(b"\n")
+                lines += [line.decode() for line in done]
+                if not chunk and len(lines) < self.count:
+                    await asyncio.sleep(POLL_INTERVAL)  # all writers gone: let poll() see why
+        finally:
+            loop.remove_reader(ready_r)
+        listening: set[str] = set()
+        for line in lines:
+            _, _, addresses = line.partition(" ")
+            listening.update(a for a in addresses.split(",") if a)
+        self.listening = sorted(listening)
+
+    def _spawn(self, slot: int, ready_fd: int | None = None) -> None:
+        self.procs[slot] = start_worker_process(self.state_dir, slot, ready_fd, self.grace)
+        self.started[slot] = time.monotonic()
+
+    def forward(self, signum: int) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    async def main_loop(self) -> None:
+        restart_at: dict[int, float] = {}
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), POLL_INTERVAL)
+            if self.stop_event.is_set():
+                break
+            now = time.monotonic()
+            for slot, proc in list(self.procs.items()):
+                if slot in restart_at:
+                    if now >= restart_at[slot]:
+                        del restart_at[slot]
+                        self._spawn(slot)
+                        self.restarts += 1
+                    continue
+                if proc.poll() is not None:
+                    quick = now - self.started[slot] < QUICK_CRASH
+                    log.error("worker %d (pid %d) exited with status %s; restarting%s", slot,
+                              proc.pid, proc.returncode, " in 1 s" if quick else "")
+                    restart_at[slot] = now + (RESTART_DELAY if quick else 0.0)
+
+    async def shutdown(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            pid_file(self.state_dir).unlink()
+        await self._stop_workers(self.grace + 5.0)
+
+    async def _stop_workers(self, timeout: float) -> None:
+        self.forward(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for p in self.procs.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # workers finishing in-flight requests; bounded
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

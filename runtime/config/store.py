@@ -118,19 +118,20 @@ class ConfigStore:
         with self._locked() as data:
             return self._commit(data, copy.deepcopy(tree), imported)
 
-    def import_file(self, path: Path) -> int | None:
+    def import_file(self, path: Path, force: bool = False) -> int | None:
         """Import ``path`` unless the store already holds it or something newer.
 
         Rule: the file is imported when the store is empty or when the file's
         content differs from the content last imported. If the same file was
         imported before, changes made since (REST, ``reload``) are kept.
-        Returns the new version, or None when nothing was imported.
+        ``force`` imports it anyway. Returns the new version, or None when
+        nothing was imported.
         """
         tree = read_config_file(path)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         with self._locked() as data:
             last = data.get("imported") or {}
-            if data["version"] > 0 and last.get("sha256") == digest:
+            if not force and data["version"] > 0 and last.get("sha256") == digest:
                 return None
             return self._commit(data, tree, {"path": str(path), "sha256": digest})
 

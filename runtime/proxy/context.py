@@ -1,0 +1,82 @@
+"""State one worker's connections share: pools, per-virtual-server counters, a coarse clock."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+from lockgate.runtime.config.model import VirtualServer
+from lockgate.runtime.pools import PoolRuntime
+
+# Read pauses on a client connection have reasons; reading resumes when none is left.
+PAUSE_BACKEND = 1  # the node's socket is full
+PAUSE_BACKLOG = 2  # pipelined requests queued up
+PAUSE_CONNECT = 4  # body bytes buffered while connecting
+
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+BUFFER_LIMIT = 256 * 1024  # bytes held for a node that is still connecting
+
+
+class VsStats:
+    __slots__ = ("bytes_in", "bytes_out", "connections_current", "connections_total", "errors",
+                 "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connections_current = 0
+        self.connections_total = 0
+        self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue totals a previous worker in this slot left (connections_current restarts)."""
+        for key in ("requests", "bytes_in", "bytes_out", "connections_total", "errors"):
+            setattr(self, key, int(saved.get(key, 0)))
+
+
+class VsRuntime:
+    """A virtual server as its connections see it; swapped config on reload, same object."""
+
+    def __init__(self, config: VirtualServer, stats: VsStats) -> None:
+        self.config = config
+        self.stats = stats
+        self.ssl_context: ssl.SSLContext | None = None
+        self.proto = b"http"
+
+
+class Context:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.now = loop.time()  # refreshed by the sweeper; timeouts need no finer grain
+        self.pools: dict[str, PoolRuntime] = {}
+        self.connections: set[Any] = set()  # client-side connections, for timeouts and stop
+        self.stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the loop cannot lose (asyncio keeps only weak references)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def sweep(self) -> None:
+        """Close connections whose deadline passed (request head, idle, waiting on a node)."""
+        self.now = now = self.loop.time()
+        for conn in [c for c in self.connections if c.deadline < now]:
+            conn.timed_out()
+        for pool in self.pools.values():
+            for node in pool.nodes:
+                idle = node.idle
+                if idle and idle[0].idle_since + pool.config.idle_timeout < now:
+                    keep = [c for c in idle if c.idle_since + pool.config.idle_timeout >= now]
+                    for conn in idle:
+                        if conn not in keep:
+                            conn.close()
+                    node.idle = keep

@@ -1,0 +1,410 @@
+"""Sans-IO HTTP/1.1 for a reverse proxy: bytes in, events and bytes out.
+
+:class:`RequestReader` parses what a client sends (one httptools parser per
+connection, reused for every request on it) into events; :class:`ResponseReader`
+parses what a node answers and produces the bytes to send to the client.
+Neither touches a socket, so they are tested by feeding bytes.
+
+Framing rules applied here: hop-by-hop headers (RFC 9110 7.6.1 and those
+named in ``Connection``) are dropped both ways; request bodies are sent on
+with their own Content-Length or re-chunked; responses keep Content-Length,
+are re-chunked when the node chunks or reads-until-close (HTTP/1.1 clients) or
+end with a close (HTTP/1.0 clients); HEAD, 1xx, 204 and 304 carry no body.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import httptools
+
+# Event kinds from RequestReader, in the order a request produces them.
+HEAD = 1  # payload: RequestHead
+BODY = 2  # payload: bytes, already framed for the node
+END = 3  # payload: bytes to send to the node to finish the body (may be b"")
+ERROR = 4  # payload: (status, reason) -> answer and close
+RAW = 5  # payload: bytes after an Upgrade request (tunnel data)
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade",
+})
+
+REASONS = {
+    400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+}
+_ERROR_CACHE: dict[int, bytes] = {}
+
+
+def error_response(status: int) -> bytes:
+    """A complete, closing response for a proxy-made error (cached: errors are hot under attack)."""
+    cached = _ERROR_CACHE.get(status)
+    if cached is None:
+        reason = REASONS.get(status, b"Error")
+        body = b"%d %s\n" % (status, reason)
+        cached = (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                  b"Connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+        _ERROR_CACHE[status] = cached
+    return cached
+
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class RequestHead:
+    __slots__ = ("chunked", "content_length", "expect_continue", "headers", "http10",
+                 "keep_alive", "method", "target", "upgrade", "xff")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.http10 = False
+        self.headers: list[tuple[bytes, bytes]] = []  # end-to-end headers only
+        self.keep_alive = True
+        self.chunked = False
+        self.content_length: int | None = None
+        self.expect_continue = False
+        self.upgrade: bytes | None = None
+        self.xff: bytes | None = None  # incoming X-Forwarded-For
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def encode(self, client_ip: bytes | None, proto: bytes | None) -> bytes:
+        """The head to send to a node (always HTTP/1.1, keep-alive unless upgrading)."""
+        parts = [self.method, b" ", self.target, b" HTTP/1.1\r\n"]
+        for name, value in self.headers:
+            parts += (name, b": ", value, b"\r\n")
+        if client_ip is not None:
+            xff = self.xff + b", " + client_ip if self.xff else client_ip
+            parts += (b"X-Forwarded-For: ", xff, b"\r\n")
+        elif self.xff:
+            parts += (b"X-Forwarded-For: ", self.xff, b"\r\n")
+        if proto is not None:
+            parts += (b"X-Forwarded-Proto: ", proto, b"\r\n")
+        if self.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if self.upgrade is not None:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+class ProtocolError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+class RequestReader:
+    """Client side: feed bytes, take events from ``events`` (a deque of (kind, payload)).
+
+    Pipelined requests are parsed as they arrive and queue up behind the one
+    being served; the caller bounds that queue by pausing the client when
+    ``backlog_bytes`` grows (one request at a time is forwarded).
+    """
+
+    def __init__(self, max_header_bytes: int, strip_forwarded_proto: bool = True) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.strip_forwarded_proto = strip_forwarded_proto
+        self.events: deque[tuple[int, Any]] = deque()
+        self._parser = httptools.HttpRequestParser(self)
+        self._head: RequestHead | None = None
+        self._url: bytes = b""
+        self._head_bytes = 0
+        self._in_head = False
+        self._failed = False
+        self._raw = False  # after an Upgrade request: everything is tunnel data
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request head is partly received (the request timeout runs)."""
+        return self._in_head
+
+    def feed(self, data: bytes) -> None:
+        if self._raw:
+            self.events.append((RAW, data))
+            return
+        if self._failed:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._raw = True
+            rest = data[exc.args[0]:]
+            if rest:
+                self.events.append((RAW, bytes(rest)))
+            return
+        except httptools.HttpParserCallbackError as exc:
+            status = exc.__context__.status if isinstance(exc.__context__, ProtocolError) else 400
+            self._fail(status)
+            return
+        except httptools.HttpParserError:
+            self._fail(400)
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._fail(431)
+
+    def _fail(self, status: int) -> None:
+        self._failed = True
+        self._in_head = False
+        self.events.append((ERROR, status))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._url = b""
+        self._head_bytes = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        assert head is not None
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.max_header_bytes:
+            raise ProtocolError(431)
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                tokens = _connection_tokens(value)
+                if b"close" in tokens:
+                    head.keep_alive = False
+                if b"upgrade" in tokens:
+                    head.upgrade = head.upgrade or b""
+                head.headers.append((b"\x00connection", value))  # filtered at head end
+            elif lname == b"transfer-encoding":
+                head.chunked = True
+            elif lname == b"upgrade":
+                head.upgrade = value
+            return
+        if lname == b"content-length":
+            head.content_length = int(value)
+        elif lname == b"expect":
+            head.expect_continue = value.lower() == b"100-continue"
+        elif lname == b"x-forwarded-for":
+            head.xff = head.xff + b", " + value if head.xff else value
+            return
+        elif lname == b"x-forwarded-proto" and self.strip_forwarded_proto:
+            return
+        head.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._in_head = False
+        head.method = self._parser.get_method()
+        head.target = self._url
+        head.http10 = self._parser.get_http_version() == "1.0"
+        head.keep_alive = head.keep_alive and self._parser.should_keep_alive()
+        _drop_connection_named(head.headers)
+        if head.upgrade is not None and not head.upgrade:
+            head.upgrade = None  # "Connection: upgrade" without an Upgrade header
+        self.events.append((HEAD, head))
+
+    def on_body(self, body: bytes) -> None:
+        head = self._head
+        assert head is not None
+        self.events.append((BODY, chunk(body) if head.chunked else body))
+
+    def on_message_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self.events.append((END, LAST_CHUNK if head.chunked else b""))
+        self._head = None
+
+
+def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> None:
+    """Remove the marker for Connection and every header it names (hop-by-hop)."""
+    named: set[bytes] = set()
+    marker = False
+    for name, value in headers:
+        if name == b"\x00connection":
+            marker = True
+            named |= _connection_tokens(value)
+    if not marker:
+        return
+    headers[:] = [(n, v) for n, v in headers
+                  if n != b"\x00connection" and n.lower() not in named]
+
+
+# ResponseReader event kinds
+R_HEAD = 11  # payload: bytes (head for the client); interim 1xx heads are R_INTERIM
+R_INTERIM = 12
+R_BODY = 13  # payload: bytes for the client
+R_END = 14  # payload: bytes to finish the body for the client
+R_UPGRADE = 15  # payload: bytes after a 101 head (tunnel data)
+
+
+class ResponseReader:
+    """Node side: one per backend connection, reused for each response on it.
+
+    Call :meth:`expect` before each request with how the client must be
+    answered, then feed what the node sends; ``events`` fills with bytes for
+    the client. ``reusable`` says whether the node connection may be reused.
+    """
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[int, Any]] = deque()
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._head_request = False
+        self._client_http10 = False
+        self._client_keep_alive = True
+        self._mode = 0  # 0 passthrough (length/no body), 1 re-chunk, 2 until-close raw
+        self._node_chunked = False
+        self._length = False
+        self.status = 0
+        self.started = False  # any byte of the final response seen
+        self.complete = False
+        self.reusable = False
+        self.client_keep_alive = True  # decided when the head is seen
+        self.eof_body = False  # body runs until the node closes
+        self._reset_parser = False
+
+    def expect(self, head_request: bool, client_http10: bool, client_keep_alive: bool) -> None:
+        if self._reset_parser:
+            self._parser = httptools.HttpResponseParser(self)
+            self._reset_parser = False
+        self._head_request = head_request
+        self._client_http10 = client_http10
+        self._client_keep_alive = client_keep_alive
+        self.status = 0
+        self.started = False
+        self.complete = False
+        self.reusable = False
+        self.eof_body = False
+
+    def feed(self, data: bytes) -> None:
+        """Raises ProtocolError(502) when the node speaks nonsense."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            rest = data[exc.args[0]:]
+            if rest:
+                self.events.append((R_UPGRADE, bytes(rest)))
+        except httptools.HttpParserError:
+            raise ProtocolError(502) from None
+
+    def node_closed(self) -> bool:
+        """The node closed the connection; True if that ends the response cleanly."""
+        if self.eof_body and self.started and not self.complete:
+            self.complete = True
+            self.reusable = False
+            self.events.append((R_END, LAST_CHUNK if self._mode == 1 else b""))
+            return True
+        return self.complete
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+        self._node_chunked = False
+        self._length = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"transfer-encoding":
+                self._node_chunked = True
+            elif lname == b"connection":
+                self._headers.append((b"\x00connection", value))
+            elif lname == b"upgrade":
+                self._headers.append((name, value))  # kept for 101 answers only
+            return
+        if lname == b"content-length":
+            self._length = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        headers = self._headers
+        _drop_connection_named(headers)
+        if status == 101:
+            self.status = status
+            self.started = True
+            self.events.append((R_HEAD, _encode_status(status, self._reason, headers,
+                                                       b"Connection: upgrade\r\n")))
+            return
+        headers = [(n, v) for n, v in headers if n.lower() != b"upgrade"]
+        if 100 <= status < 200:
+            self.events.append((R_INTERIM, _encode_status(status, self._reason, headers, b"")))
+            return
+        self.status = status
+        self.started = True
+        no_body = self._head_request or status in (204, 304)
+        keep = self._client_keep_alive
+        extra = b""
+        if no_body:
+            self._mode = 0
+            if self._node_chunked and not self._client_http10:
+                extra = b"Transfer-Encoding: chunked\r\n"
+        elif self._length and not self._node_chunked:
+            self._mode = 0
+        elif self._client_http10:
+            self._mode = 2
+            keep = False
+        else:
+            self._mode = 1
+            extra = b"Transfer-Encoding: chunked\r\n"
+        self.eof_body = not no_body and not self._node_chunked and not self._length
+        if keep:
+            if self._client_http10:
+                extra += b"Connection: keep-alive\r\n"
+        else:
+            extra += b"Connection: close\r\n"
+        self.client_keep_alive = keep
+        self.events.append((R_HEAD, _encode_status(status, self._reason, headers, extra)))
+        if self._head_request:
+            # httptools cannot be told a response answers HEAD: finish here and start a
+            # fresh parser for the next response on this connection.
+            self._reset_parser = True
+            self.events.append((R_END, b""))
+            self._finish(self._parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return  # a HEAD answer's stray body: the connection is not reused
+        self.events.append((R_BODY, chunk(body) if self._mode == 1 else body))
+
+    def on_message_complete(self) -> None:
+        if self.status == 0 or self.complete:
+            return  # interim 1xx, or the HEAD answer already finished
+        self.events.append((R_END, LAST_CHUNK if self._mode == 1 else b""))
+        self._finish(self._parser.should_keep_alive())
+
+    def _finish(self, node_keep_alive: bool) -> None:
+        self.complete = True
+        self.reusable = node_keep_alive and not self.eof_body
+
+
+def _encode_status(status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                   extra: bytes) -> bytes:
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"-")]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts += (extra, b"\r\n")
+    return b"".join(parts)

@@ -1,0 +1,502 @@
+"""asyncio transport layer for HTTP virtual servers around the sans-IO core.
+
+:class:`HttpClient` is the protocol for one client connection; it forwards
+one request at a time to a :class:`Backend` (a node connection, reused through
+the pool's idle list). Flow control: when either side's write buffer passes
+the high-water mark the other side stops reading until it drains, so a client
+that never reads holds at most ~one buffer of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from lockgate.runtime.pools import NodeState, PoolRuntime
+from lockgate.runtime.proxy.context import (
+    BUFFER_LIMIT,
+    PAUSE_BACKEND,
+    PAUSE_BACKLOG,
+    PAUSE_CONNECT,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    Context,
+    VsRuntime,
+)
+from lockgate.runtime.proxy.http1 import (
+    END,
+    ERROR,
+    HEAD,
+    R_BODY,
+    R_END,
+    R_HEAD,
+    R_INTERIM,
+    R_UPGRADE,
+    ProtocolError,
+    RequestHead,
+    RequestReader,
+    ResponseReader,
+    error_response,
+)
+
+log = logging.getLogger("lockgate.runtime.proxy")
+
+# client connection states
+IDLE, CONNECTING, SENDING, WAITING, TUNNEL, CLOSED = range(6)
+# what the deadline means
+T_REQUEST, T_IDLE, T_ACTIVE = range(3)
+MAX_QUEUED_EVENTS = 64
+
+
+class Backend(asyncio.Protocol):
+    """One connection to a node. Belongs to a client while a request is in flight."""
+
+    __slots__ = ("client", "closed", "idle_since", "node", "pool", "reader", "reading_paused",
+                 "transport", "write_paused")
+
+    def __init__(self, pool: PoolRuntime, node: NodeState) -> None:
+        self.pool = pool
+        self.node = node
+        self.client: HttpClient | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.reader = ResponseReader()
+        self.idle_since = 0.0
+        self.closed = False
+        self.reading_paused = False
+        self.write_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            self.close()  # a node talking on an idle connection: unusable
+            return
+        client.backend_data(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close; connection_lost tells the client
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        client = self.client
+        if client is not None:
+            client.backend_lost(self)
+        else:
+            # it may be in the idle list; already taken or cleared is fine too
+            with contextlib.suppress(ValueError):
+                self.node.idle.remove(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.client is not None:
+            self.client.pause_reading(PAUSE_BACKEND)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.client is not None:
+            self.client.resume_reading(PAUSE_BACKEND)
+
+    def is_usable(self) -> bool:
+        return not self.closed and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self.closed = True
+        self.client = None
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HttpClient(asyncio.Protocol):
+    def __init__(self, ctx: Context, vs: VsRuntime) -> None:
+        self.ctx = ctx
+        self.vs = vs
+        self.stats = vs.stats
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.reader = RequestReader(vs.config.max_header_bytes)
+        self.state = IDLE
+        self.deadline = 0.0
+        self.timer = T_REQUEST
+        self.client_ip: bytes = b""
+        self.paused = 0
+        self.write_paused = False
+        self.head: RequestHead | None = None
+        self.head_bytes = b""
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
+        self.request_done = False
+        self.backend: Backend | None = None
+        self.pool: PoolRuntime | None = None
+        self.tried: tuple[NodeState, ...] = ()
+        self.reused = False
+        self.retried_reuse = False
+        self.upgrading = False
+        self.client_eof = False
+
+    # ---- client side ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        stats = self.stats
+        stats.connections_total += 1
+        stats.connections_current += 1
+        limit = self.vs.config.max_connections
+        if self.ctx.stopping or (limit and stats.connections_current > limit):
+            stats.errors += 1
+            transport.close()
+            self.state = CLOSED
+            return
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0].encode() if peer else b""
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
+        self.deadline = self.ctx.now + self.vs.config.request_timeout
+        self.timer = T_REQUEST
+        self.ctx.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.stats.bytes_in += len(data)
+        if self.state == IDLE:
+            if self.timer != T_REQUEST:
+                self.timer = T_REQUEST
+                self.deadline = self.ctx.now + self.vs.config.request_timeout
+        else:
+            self.deadline = self.ctx.now + self.vs.config.idle_timeout
+        self.reader.feed(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still want its answer (e.g. `printf ... | nc`): keep
+        # the connection while a request is in flight, close at once when idle.
+        if self.state in (IDLE, CLOSED) and not self.reader.events:
+            return False
+        self.client_eof = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # connection_made counted it; this is the one place it is uncounted
+        self.stats.connections_current -= 1
+        self.state = CLOSED
+        self.ctx.connections.discard(self)
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.node.connections -= 1
+            backend.close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        backend = self.backend
+        if backend is not None and not backend.reading_paused:
+            backend.reading_paused = True
+            backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        backend = self.backend
+        if backend is not None and backend.reading_paused:
+            backend.reading_paused = False
+            backend.transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and self.state != CLOSED:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.state != CLOSED:
+                self.transport.resume_reading()
+
+    def timed_out(self) -> None:
+        if self.timer == T_REQUEST and self.reader.in_head:
+            self._fail(408)
+        elif self.state == WAITING and self.backend is not None and not self.backend.reader.started:
+            self._fail(504)
+        else:
+            self._close()
+
+    # ---- request flow ---------------------------------------------------------------------
+    def _pump(self) -> None:
+        events = self.reader.events
+        while events:
+            kind, payload = events[0]
+            state = self.state
+            if state == IDLE:
+                events.popleft()
+                if kind == HEAD:
+                    self._start(payload)
+                elif kind == ERROR:
+                    self._fail(payload)
+                    return
+                # stray RAW/BODY after a failed upgrade: ignored, the connection closes
+            elif state in (CONNECTING, SENDING):
+                if kind == HEAD:
+                    break  # pipelined: waits for the current response
+                events.popleft()
+                if kind == ERROR:
+                    self._fail(payload)
+                    return
+                if kind == END:
+                    self.request_done = True
+                    if state == SENDING:
+                        self.state = WAITING
+                if payload:
+                    self._to_backend(payload)
+            elif state == TUNNEL:
+                events.popleft()
+                backend = self.backend
+                if backend is not None:
+                    backend.transport.write(payload)
+            else:
+                break
+        if len(events) > MAX_QUEUED_EVENTS:
+            self.pause_reading(PAUSE_BACKLOG)
+        elif self.paused & PAUSE_BACKLOG:
+            self.resume_reading(PAUSE_BACKLOG)
+
+    def _to_backend(self, data: bytes) -> None:
+        backend = self.backend
+        if backend is not None:
+            backend.transport.write(data)
+            return
+        pending = self.pending
+        assert pending is not None
+        pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > BUFFER_LIMIT:
+            self.pause_reading(PAUSE_CONNECT)
+
+    def _start(self, head: RequestHead) -> None:
+        vs = self.vs
+        config = vs.config
+        self.stats.requests += 1
+        self.head = head
+        self.timer = T_ACTIVE
+        self.deadline = self.ctx.now + config.idle_timeout
+        self.head_bytes = head.encode(
+            self.client_ip if config.add_x_forwarded_for else None,
+            vs.proto if config.add_x_forwarded_proto else None)
+        self.upgrading = head.upgrade is not None
+        self.pending = []
+        self.pending_size = 0
+        self.request_done = False
+        self.tried = ()
+        self.retried_reuse = False
+        self.pool = self.ctx.pools.get(config.pool)
+        self.state = CONNECTING
+        self._connect()
+
+    def _connect(self) -> None:
+        pool = self.pool
+        node = pool.pick(self.client_ip, self.tried) if pool is not None else None
+        if pool is None or node is None:
+            self._fail(502 if self.tried else 503)
+            return
+        conn = pool.take_idle(node)
+        if conn is not None:
+            node.connections += 1
+            self._attach(conn, reused=True)
+            return
+        node.connections += 1
+        self.ctx.spawn(self._open(pool, node))
+
+    async def _open(self, pool: PoolRuntime, node: NodeState) -> None:
+        loop = self.ctx.loop
+        timeout = self.vs.config.connect_timeout
+        try:
+            _, backend = await asyncio.wait_for(
+                loop.create_connection(lambda: Backend(pool, node), node.host, node.port), timeout)
+        except (OSError, TimeoutError) as exc:
+            node.connections -= 1
+            pool.record_failure(node)
+            if self.state == CLOSED:
+                return
+            self.tried += (node,)
+            if len(self.tried) < pool.config.node_connection_attempts:
+                self._connect()
+            else:
+                log.info("%s: no node answered (%s)", self.vs.config.name, exc or "timeout")
+                self._fail(504 if isinstance(exc, TimeoutError) else 502)
+            return
+        if self.state != CONNECTING:
+            node.connections -= 1
+            backend.close()
+            return
+        self._attach(backend, reused=False)
+
+    def _attach(self, backend: Backend, reused: bool) -> None:
+        head = self.head
+        assert head is not None
+        self.backend = backend
+        self.reused = reused
+        backend.client = self
+        backend.node.requests += 1
+        backend.reader.expect(head.method == b"HEAD", head.http10, head.keep_alive)
+        pending = self.pending
+        self.pending = None
+        transport = backend.transport
+        if pending:
+            transport.write(self.head_bytes + b"".join(pending))
+        else:
+            transport.write(self.head_bytes)
+        if self.paused & PAUSE_CONNECT:
+            self.resume_reading(PAUSE_CONNECT)
+        if backend.write_paused:
+            self.pause_reading(PAUSE_BACKEND)
+        if self.write_paused:
+            backend.reading_paused = True
+            transport.pause_reading()
+        self.state = WAITING if self.request_done else SENDING
+        if self.state == SENDING:
+            self._pump()
+
+    # ---- response flow --------------------------------------------------------------------
+    def backend_data(self, data: bytes) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        if self.state == TUNNEL:
+            self.stats.bytes_out += len(data)
+            self.transport.write(data)
+            return
+        self.deadline = self.ctx.now + self.vs.config.idle_timeout
+        reader = backend.reader
+        try:
+            reader.feed(data)
+        except ProtocolError:
+            self._backend_broke(backend)
+            return
+        self._drain_response(backend)
+
+    def _drain_response(self, backend: Backend) -> None:
+        reader = backend.reader
+        events = reader.events
+        write = self.transport.write
+        stats = self.stats
+        while events:
+            kind, payload = events.popleft()
+            if kind in (R_BODY, R_HEAD, R_INTERIM, R_UPGRADE):
+                stats.bytes_out += len(payload)
+                write(payload)
+                if kind == R_HEAD and reader.status == 101:
+                    self._start_tunnel()
+            elif kind == R_END:
+                if payload:
+                    stats.bytes_out += len(payload)
+                    write(payload)
+                self._response_done(backend)
+                return
+
+    def _start_tunnel(self) -> None:
+        self.state = TUNNEL
+        self._pump()  # sends tunnel bytes the client sent after its Upgrade request
+
+    def _response_done(self, backend: Backend) -> None:
+        reader = backend.reader
+        pool = backend.pool
+        node = backend.node
+        self.backend = None
+        node.connections -= 1
+        pool.record_success(node)
+        if reader.status >= 500:
+            self.stats.errors += 1
+        if backend.reading_paused:
+            backend.reading_paused = False
+            backend.transport.resume_reading()
+        if backend.write_paused:
+            self.resume_reading(PAUSE_BACKEND)
+        ctx = self.ctx
+        if reader.reusable and self.request_done and not ctx.stopping and pool.give_idle(node, backend):
+            backend.client = None
+            backend.idle_since = ctx.now
+        else:
+            backend.close()
+        self.head = None
+        if not reader.client_keep_alive or ctx.stopping or self.upgrading or self.client_eof:
+            self._close()
+            return
+        self.state = IDLE
+        self.timer = T_IDLE
+        self.deadline = ctx.now + self.vs.config.idle_timeout
+        if self.reader.events:
+            self._pump()
+
+    def backend_lost(self, backend: Backend) -> None:
+        if backend is not self.backend:
+            return
+        reader = backend.reader
+        if self.state == TUNNEL:
+            self.backend = None
+            backend.node.connections -= 1
+            self._close()
+            return
+        if reader.node_closed():
+            self._drain_response(backend)  # sends the final chunk and finishes
+            return
+        self._backend_broke(backend)
+
+    def _backend_broke(self, backend: Backend) -> None:
+        """The node closed or spoke nonsense before finishing the response."""
+        node = backend.node
+        pool = backend.pool
+        started = backend.reader.started
+        self.backend = None
+        node.connections -= 1
+        backend.close()
+        head = self.head
+        if (not started and self.reused and not self.retried_reuse and head is not None
+                and not head.has_body and self.state != CLOSED):
+            # A kept-alive connection the node had just closed: not the node's fault;
+            # send the request again on a fresh connection.
+            self.retried_reuse = True
+            self.state = CONNECTING
+            self.pending = []
+            self.request_done = True
+            node.connections += 1
+            self.ctx.spawn(self._open(pool, node))
+            return
+        pool.record_failure(node)
+        if started:
+            self.stats.errors += 1
+            self.transport.abort()  # the client sees the cut, not a truncated "success"
+            self.state = CLOSED
+        else:
+            self._fail(502)
+
+    # ---- endings --------------------------------------------------------------------------
+    def _fail(self, status: int) -> None:
+        if self.state == CLOSED:
+            return
+        self.stats.errors += 1
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.node.connections -= 1
+            backend.close()
+        response = error_response(status)
+        self.stats.bytes_out += len(response)
+        self.transport.write(response)
+        self._close()
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.ctx.connections.discard(self)
+        self.transport.close()  # after what is buffered has been written
+
+    def close_if_idle(self) -> bool:
+        """Graceful stop: drop a keep-alive connection that has nothing in flight."""
+        if self.state == IDLE and not self.reader.in_head and not self.reader.events:
+            self._close()
+            return True
+        return False
+
+    def abort(self) -> None:
+        if self.state != CLOSED:
+            self._close()
+            self.transport.abort()
+

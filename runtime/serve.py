@@ -1,0 +1,109 @@
+"""``lockgate runtime serve`` and ``lockgate runtime reload``.
+
+``serve`` imports the config file into the store (see docs/runtime-config.md
+for the rule), starts the supervisor with its workers and, unless
+``--no-management``, the REST API and Admin UI in the supervisor process; then
+prints ``lockgate-runtime: serving ...`` once every listener is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lockgate.errors import BadInput, Failure
+from lockgate.paths import STATE_DIR
+from lockgate.runtime.config.schema import ConfigError
+from lockgate.runtime.config.store import ConfigStore
+from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
+
+log = logging.getLogger("lockgate.runtime.serve")
+
+
+def import_config(store: ConfigStore, config_file: Path | None, force: bool = False) -> int | None:
+    if config_file is None:
+        return None
+    try:
+        return store.import_file(config_file, force=force)
+    except ConfigError as exc:
+        raise BadInput(f"{exc.field}: {exc.message}") from None
+
+
+async def serve(state_dir: Path, workers: int, grace: float, management: dict[str, Any] | None,
+                ) -> None:
+    supervisor = Supervisor(state_dir, workers, grace)
+    try:
+        await supervisor.startup()
+    except WorkerStartError as exc:
+        raise Failure(str(exc)) from None
+    mgmt = None
+    try:
+        details = (f"virtual_servers={len(ConfigStore(state_dir).load().virtual_servers)} "
+                   f"workers={workers} listen={','.join(supervisor.listening) or '-'}")
+        if management is not None:
+            from lockgate.runtime.api import start_management
+
+            try:
+                mgmt = await start_management(state_dir, management["host"],
+                                              management["rest_port"], management["admin_port"])
+            except OSError as exc:
+                raise Failure(f"cannot start the REST API/Admin UI: {exc}") from None
+            details += " " + mgmt.describe()
+        print(f"lockgate-runtime: serving {details}", flush=True)
+        await supervisor.main_loop()
+    finally:
+        if mgmt is not None:
+            await mgmt.close()
+        await supervisor.shutdown()
+    print("lockgate-runtime: stopped", flush=True)
+
+
+@click.command("serve")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="YAML/JSON config to import (kept if unchanged since its last import).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=STATE_DIR, show_default=True, help="Where the config store lives.")
+@click.option("--workers", type=click.IntRange(1, 256),
+              help="Worker processes [default: settings.workers, else one per CPU].")
+@click.option("--grace", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              help="Seconds in-flight requests get to finish on SIGTERM.")
+@click.option("--rest-port", type=click.IntRange(0, 65535), default=9070, show_default=True)
+@click.option("--admin-port", type=click.IntRange(0, 65535), default=9090, show_default=True)
+@click.option("--management-host", default="", help="Address for REST/Admin [default: all].")
+@click.option("--no-management", is_flag=True, help="Only the proxy: no REST API or Admin UI.")
+def serve_command(config_file: Path | None, state_dir: Path, workers: int | None, grace: float,
+                  rest_port: int, admin_port: int, management_host: str,
+                  no_management: bool) -> None:
+    """Run the traffic manager (proxy workers, REST API, Admin UI)."""
+    store = ConfigStore(state_dir)
+    import_config(store, config_file)
+    try:
+        config = store.load()
+    except ConfigError as exc:
+        raise BadInput(f"stored config: {exc.field}: {exc.message}") from None
+    count = workers or config.workers or os.cpu_count() or 1
+    management = None if no_management else {
+        "host": management_host, "rest_port": rest_port, "admin_port": admin_port}
+    import uvloop
+
+    uvloop.run(serve(state_dir, count, grace, management))
+
+
+@click.command("reload")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Import this YAML/JSON config first (validated; a bad one changes nothing).")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=STATE_DIR, show_default=True)
+def reload_command(config_file: Path | None, state_dir: Path) -> None:
+    """Apply the stored config (or a new file) to the running traffic manager."""
+    store = ConfigStore(state_dir)
+    version = import_config(store, config_file, force=True) or store.version
+    if notify_reload(state_dir):
+        click.echo(f"lockgate-runtime: config version {version} sent to the running workers")
+    else:
+        click.echo(f"lockgate-runtime: config version {version} stored; no traffic manager "
+                   "is running for this state dir")
