@@ -1,0 +1,132 @@
+"""The three part folders install as ``lockgate.*``, as a wheel and as an editable install.
+
+The wheel is built from a copy of the build inputs (top-level build files and
+the four package folders), not in the shared working tree: an in-tree build
+writes ``build/`` and ``*.egg-info`` where others work, and two concurrent runs
+would trip over each other.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+PART_FOLDERS = {"src/lockgate": "lockgate", "image": "lockgate/image",
+                "firstboot": "lockgate/firstboot", "runtime": "lockgate/runtime"}
+TOP_LEVEL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
+SKIP = ("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+# Data files the appliance needs at run time (see setup.py's package_data).
+DATA_PATTERNS = ("*.service", "*.yaml", "*.j2", "*.html", "*.json", "*.sh")
+
+
+def _run(
+    argv: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, cwd=cwd, env=env)
+    assert done.returncode == 0, f"{argv[:3]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _copy_build_inputs(dest: Path) -> None:
+    for name in TOP_LEVEL_FILES:
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, dest / name)
+    for folder in PART_FOLDERS:
+        shutil.copytree(REPO / folder, dest / folder, ignore=shutil.ignore_patterns(*SKIP))
+
+
+@pytest.fixture(scope="module")
+def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(wheel file, install target, wheel dir) for a wheel built from the repo's sources."""
+    source = tmp_path_factory.mktemp("source")
+    wheel_dir = tmp_path_factory.mktemp("wheel")
+    target = tmp_path_factory.mktemp("target")
+    _copy_build_inputs(source)
+    _run([str(VENV_BIN / "pip"), "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(source)])
+    wheels = list(wheel_dir.glob("lockgate-*.whl"))
+    assert len(wheels) == 1, wheels
+    _run([str(VENV_BIN / "pip"), "install", "--no-deps", "-q", "--target", str(target), str(wheels[0])])
+    return wheels[0], target, wheel_dir
+
+
+# Takes ~3 s (pip wheel + pip install --target), so not marked slow.
+pytestmark = pytest.mark.skipif(not (VENV_BIN / "pip").exists(), reason=".venv not set up (run make setup)")
+
+
+def test_wheel_has_only_the_lockgate_package(wheel_install: tuple[Path, Path, Path]) -> None:
+    wheel, _, _ = wheel_install
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"lockgate"}
+
+
+def test_install_target_has_no_bare_part_packages(wheel_install: tuple[Path, Path, Path]) -> None:
+    _, target, _ = wheel_install
+    installed = {p.name for p in target.iterdir()}
+    assert not installed & {"image", "firstboot", "runtime", "src"}, sorted(installed)
+    assert "lockgate" in installed
+    for part in ("image", "firstboot", "runtime"):
+        assert (target / "lockgate" / part / "__init__.py").is_file()
+
+
+def test_wheel_ships_every_python_module_and_data_file(wheel_install: tuple[Path, Path, Path]) -> None:
+    wheel, _, _ = wheel_install
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    missing = []
+    for folder, package in PART_FOLDERS.items():
+        for path in (REPO / folder).rglob("*"):
+            rel = path.relative_to(REPO / folder)
+            if not path.is_file() or "__pycache__" in rel.parts:
+                continue
+            in_package = (path.parent / "__init__.py").exists()
+            wanted = (path.suffix == ".py" and in_package) or any(fnmatch.fnmatch(path.name, p) for p in DATA_PATTERNS)
+            if wanted and f"{package}/{rel.as_posix()}" not in shipped:
+                missing.append(f"{folder}/{rel.as_posix()}")
+    assert not missing, f"not in the wheel: {missing}"
+
+
+def test_wheel_install_imports_from_the_target(wheel_install: tuple[Path, Path, Path]) -> None:
+    _, target, wheel_dir = wheel_install
+    code = (
+        "import json, lockgate, lockgate.image, lockgate.firstboot.settings, lockgate.runtime\n"
+        "import importlib.util\n"
+        "print(json.dumps({m: __import__(m, fromlist=['x']).__file__ for m in "
+        "['lockgate', 'lockgate.image', 'lockgate.firstboot.settings', 'lockgate.runtime']}))\n"
+        "print(json.dumps([importlib.util.find_spec(n) is None for n in ['image', 'firstboot', 'runtime']]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    done = _run([sys.executable, "-c", code], cwd=wheel_dir, env=env)
+    files_line, missing_line = done.stdout.strip().splitlines()[-2:]
+    files = json.loads(files_line)
+    for module, file in files.items():
+        assert Path(file).is_relative_to(target), f"{module} came from {file}, not the wheel install"
+    assert files["lockgate.image"] == str(target / "lockgate" / "image" / "__init__.py")
+    assert json.loads(missing_line) == [True, True, True]
+
+
+def test_editable_install_maps_parts_to_repo_folders(tmp_path: Path) -> None:
+    code = (
+        "import json, importlib.util, lockgate.image, lockgate.firstboot, lockgate.runtime\n"
+        "print(json.dumps([lockgate.image.__file__, lockgate.firstboot.__file__, lockgate.runtime.__file__]))\n"
+        "print(json.dumps([importlib.util.find_spec(n) is None for n in ['image', 'firstboot', 'runtime']]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = _run([str(VENV_BIN / "python"), "-c", code], cwd=tmp_path, env=env)
+    files_line, missing_line = done.stdout.strip().splitlines()[-2:]
+    assert json.loads(files_line) == [
+        str(REPO / "image" / "__init__.py"),
+        str(REPO / "firstboot" / "__init__.py"),
+        str(REPO / "runtime" / "__init__.py"),
+    ]
+    assert json.loads(missing_line) == [True, True, True]
