@@ -130,7 +130,7 @@ class Emulator:
         server.emulator = self
         self._stopping.clear()
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"cloudemu-{self.name}", daemon=True)
         self._thread.start()
         return self
