@@ -7,6 +7,7 @@ is deleted with the VM's work folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,15 +20,33 @@ QCOW2_MAGIC = b"QFI\xfb"
 
 
 def resolve_image(image: Path) -> Path:
-    """The disk file for ``image``: a file, or a build folder holding ``disk.raw``."""
+    """The disk file for ``image``: a file, or a build folder (its manifest's raw artifact)."""
     if image.is_dir():
-        candidate = image / "disk.raw"
-        if not candidate.is_file():
-            raise BadInput(f"{image}: no disk.raw in this folder; run `lockgate image build` first")
-        return candidate
+        for candidate in _raw_candidates(image):
+            if candidate.is_file():
+                return candidate
+        raise BadInput(f"{image}: no raw disk image in this folder; "
+                       "run `lockgate image build` first")
     if not image.is_file():
         raise BadInput(f"{image}: no such image; run `lockgate image build` or give a disk file")
     return image
+
+
+def _raw_candidates(folder: Path) -> list[Path]:
+    """The manifest's raw artifact first, then ``disk.raw``, then a single ``*.raw``."""
+    found: list[Path] = []
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        try:
+            artifacts = json.loads(manifest.read_text()).get("artifacts", [])
+        except ValueError as exc:
+            raise BadInput(f"{manifest}: not JSON ({exc}); rebuild the image") from exc
+        found += [folder / a["path"] for a in artifacts if a.get("format") == "raw"]
+    found.append(folder / "disk.raw")
+    raws = sorted(folder.glob("*.raw"))
+    if len(raws) == 1:
+        found.append(raws[0])
+    return found
 
 
 def image_format(disk: Path) -> str:
