@@ -202,8 +202,11 @@ class AzureSource:
                 run(["mount", "-o", "ro", "-t", "udf,iso9660", device, mnt],
                     capture=True, quiet=True, timeout=30)
             except RunError as exc:
-                raise DatasourceError(f"{device}: cannot mount the provisioning media: "
-                                      f"{exc}") from None
+                # An empty CD drive (no medium) is normal once provisioning is over and
+                # on local VMs: no custom data, not a broken platform.
+                log.warning("azure: no custom data: cannot mount %s: %s", device,
+                            str(exc).splitlines()[-1])
+                return None
             try:
                 ovf = Path(mnt) / "ovf-env.xml"
                 return ovf.read_bytes() if ovf.is_file() else None

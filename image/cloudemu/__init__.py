@@ -31,14 +31,17 @@ Fault knobs (:class:`Faults`, on every emulator, changeable while running with
 (``delay_first`` limits it to N replies), ``token_max_uses`` (EC2 token then
 401), ``token_forbidden`` (EC2 token PUT 403), ``no_user_data`` (404 / empty).
 
-Serving a QEMU guest: bind the emulator to a host port and forward the
-guest's metadata address to it, e.g. user networking with a link-local net
-(``-netdev user,net=169.254.169.0/24,host=169.254.169.1,guestfwd=tcp:169.254.169.254:80-tcp:127.0.0.1:PORT``),
-or leave the guest on 10.0.2.0/24 and point the datasource at another URL.
-The emulators close every connection after one reply (HTTP/1.0), which suits
-guestfwd. Detection needs matching DMI strings; QEMU sets them with
-``-smbios type=1,manufacturer=Amazon EC2`` (EC2), ``type=1,product=Google Compute Engine``
-(GCE) or ``type=3,asset=7783-7084-3265-9085-8269-3286-77`` (Azure).
+Serving a QEMU guest: bind the emulator to a loopback port and forward the
+guest's metadata address(es) to it with slirp, e.g.
+``-netdev user,net=168.0.0.0/7,guestfwd=tcp:169.254.169.254:80-cmd:socat STDIO TCP:127.0.0.1:PORT``
+(guestfwd addresses must lie inside slirp's network; ``cmd:`` runs one bridge
+per guest connection, which is what ``lockgate.image.boot`` does; a ``tcp:``
+chardev would be one shared stream). The emulators close every connection
+after one reply (HTTP/1.0). One Azure emulator serves both IMDS and the wire
+server, so forward 169.254.169.254 and 168.63.129.16 to the same port. The
+guest's ``detect()`` needs DMI strings, set with ``-smbios``:
+``type=1,manufacturer=Amazon EC2`` (EC2), ``type=1,product=Google Compute Engine``
+(GCE), ``type=3,asset=7783-7084-3265-9085-8269-3286-77`` (Azure).
 """
 
 from __future__ import annotations
