@@ -243,6 +243,7 @@ def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> None:
             named |= _connection_tokens(value)
     if not marker:
         return
+    named.discard(b"upgrade")  # a 101 answer needs its Upgrade header; elsewhere it is gone already
     headers[:] = [(n, v) for n, v in headers
                   if n != b"\x00connection" and n.lower() not in named]
 
