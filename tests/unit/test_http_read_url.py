@@ -150,3 +150,45 @@ def test_faults_object_can_be_given_at_construction() -> None:
     with Ec2Imds(faults=Faults(fail_first=1, fail_status=500), instance_id="i-1") as emu:
         assert read_url(emu.url + IID, backoff=0.01).body == b"i-1"
         assert [r.status for r in emu.requests] == [500, 200]
+
+
+def test_a_trickling_body_is_held_to_the_per_try_timeout() -> None:
+    """Headers arrive at once, then one byte every 0.1 s: each recv is quick, the reply is not."""
+    import threading
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # so the accept loop notices ``stop`` promptly
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                for _ in range(1000):
+                    if stop.wait(0.1):
+                        return
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        break
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+        began = time.monotonic()
+        with pytest.raises(UrlError, match="last problem: timed out"):
+            read_url(url, timeout=0.5, deadline=5, retries=2, backoff=0.05)
+        assert time.monotonic() - began < 1.6
+    finally:
+        stop.set()
+        listener.close()
+        server.join(5)
