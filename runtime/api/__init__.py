@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lockgate.paths import StatePaths
 from lockgate.runtime import status
-from lockgate.runtime.api.auth import Authenticator
+from lockgate.runtime.api.auth import Authenticator, FailureLimiter
 from lockgate.runtime.api.http import HttpServer
 from lockgate.runtime.api.openapi import document
 from lockgate.runtime.api.routes import RestApi
@@ -70,15 +70,20 @@ class Management:
 
 
 async def start_management(state_dir: Path, host: str = "", rest_port: int = REST_PORT,
-                           admin_port: int = ADMIN_PORT) -> Management:
-    """Start both HTTPS servers (port 0 picks a free one: see ``.rest.port``)."""
+                           admin_port: int = ADMIN_PORT, *,
+                           login_limits: FailureLimiter | None = None) -> Management:
+    """Start both HTTPS servers (port 0 picks a free one: see ``.rest.port``).
+
+    ``login_limits`` replaces the default failed-login limiter (5 failures in
+    60 s lock a client address out for 60 s).
+    """
     from lockgate.runtime.admin import AdminUi  # admin imports api: import here
 
     state_dir = Path(state_dir)
     certificate = ensure_certificate(state_dir)
     fingerprint = certificate.fingerprint
     context = certificate.server_context()
-    auth = Authenticator(StatePaths(state_dir).users)
+    auth = Authenticator(StatePaths(state_dir).users, login_limits)
     store = ConfigStore(state_dir)
     snapshot = functools.partial(status.snapshot, state_dir)
     rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context)

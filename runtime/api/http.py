@@ -252,13 +252,14 @@ class _Connection(asyncio.Protocol):
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         if request is None or request.method != "HEAD":
             payload += response.body
-        self.transport.write(payload)
-        if close:
-            self.transport.close()
+        # Logged before sending, so a client that has its answer finds the line there.
         method = request.method if request else "-"
         path = _printable(request.raw_path) if request else "-"
         access_log.info("%s %s %s %s %d %d %.1fms", self.server.name, self.client, method, path,
                         response.status, len(response.body), (time.monotonic() - started) * 1000)
+        self.transport.write(payload)
+        if close:
+            self.transport.close()
 
 
 def _too_large(limit: int) -> Response:

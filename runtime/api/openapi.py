@@ -56,13 +56,126 @@ def _index(summary: str) -> dict[str, Any]:
     return {"get": _op(summary, {"200": _json(_ref("Children"), "Child resources.")})}
 
 
+def _int(lo: int, hi: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": lo, "maximum": hi}
+
+
+def _seconds(lo: float, hi: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": lo, "maximum": hi, "description": "Seconds."}
+
+
+def _enum(*values: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
+def _array(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item}
+
+
+def _record(required: list[str], **fields: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": required,
+            "properties": fields}
+
+
+BOOL: dict[str, Any] = {"type": "boolean"}
+STRING: dict[str, Any] = {"type": "string"}
+
+
+# Exactly the characters ``str.isspace()`` accepts, which the store refuses in
+# host names. Spelled out because ECMA's and Python-regex ``\\s`` differ from it
+# (U+001C..U+001F, U+0085); tests/unit/test_api_openapi.py checks the list.
+SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
+         "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+HOST: dict[str, Any] = {"type": "string", "pattern": f"^[^{SPACE}]+$",
+                        "description": "IP address or host name."}
+OBJECT_NAME: dict[str, Any] = {"type": "string", "pattern": NAME_RE.pattern}
+PORT_RE = r"0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+NODE: dict[str, Any] = {"type": "string", "pattern": rf"^(?!\[\]:)[^{SPACE}]+:{PORT_RE}$",
+                        "description": "host:port, or [IPv6]:port."}
+IP: dict[str, Any] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+
+# Every setting the store accepts, with the store's own rules (schema.SCHEMA).
+# tests/unit/test_api_openapi.py fails when the two lists drift apart.
+FIELDS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "virtual_servers": {
+        "basic": {
+            "protocol": _enum("http", "tcp"),
+            "port": _int(1, 65535),
+            "listen_on_hosts": {**_array(HOST), "minItems": 1},
+            "pool": OBJECT_NAME,
+            "enabled": BOOL,
+            "max_connections": {**_int(0, 10_000_000), "description": "0: no limit."},
+        },
+        "ssl": {
+            "ssl_decrypt": BOOL,
+            "cert_file": STRING,
+            "key_file": STRING,
+            "sni": _array(_record(["host", "cert_file", "key_file"], host=HOST,
+                                  cert_file=STRING, key_file=STRING)),
+        },
+        "connection": {
+            "timeout": _seconds(0.1, 86400),
+            "connect_timeout": _seconds(0.1, 3600),
+            "request_timeout": _seconds(0.1, 3600),
+            "max_header_bytes": _int(1024, 1 << 24),
+        },
+        "http": {"add_x_forwarded_for": BOOL, "add_x_forwarded_proto": BOOL},
+    },
+    "pools": {
+        "basic": {
+            "nodes_table": _array(_record(["node"], node=NODE, weight=_int(1, 100),
+                                          state=_enum("active", "draining", "disabled"))),
+            "monitors": _array(OBJECT_NAME),
+            "max_connections_per_node": {**_int(0, 10_000_000), "description": "0: no limit."},
+            "node_connection_attempts": _int(1, 100),
+            "passive_monitoring": BOOL,
+            "node_fail_threshold": _int(1, 1000),
+            "node_fail_time": _seconds(0.1, 86400),
+        },
+        "load_balancing": {
+            "algorithm": _enum("round_robin", "weighted_round_robin", "least_connections",
+                               "random", "ip_hash"),
+        },
+        "connection": {
+            "max_idle_connections_pernode": _int(0, 100_000),
+            "idle_timeout": _seconds(0.1, 86400),
+        },
+    },
+    "monitors": {
+        "basic": {
+            "type": _enum("connect", "http"),
+            "delay": _seconds(0.05, 86400),
+            "timeout": _seconds(0.05, 3600),
+            "failures": _int(1, 1000),
+            "rise": _int(1, 1000),
+        },
+        "http": {"path": STRING, "host_header": STRING,
+                 # Checked with Python's re, whose dialect differs a little from ECMA's.
+                 "status_regex": {"type": "string", "format": "regex",
+                                  "description": "A Python regular expression."}},
+    },
+    "traffic_ip_groups": {
+        "basic": {"ipaddresses": _array(IP), "machines": _array(HOST), "enabled": BOOL},
+    },
+}
+
+
 def _properties_schema(kind: str) -> dict[str, Any]:
-    sections = {section: {"type": "object", "additionalProperties": False,
-                          "properties": {field: {} for field in fields}}
-                for section, fields in SCHEMA[kind].items()}
+    sections: dict[str, Any] = {}
+    required_sections: list[str] = []
+    for section, fields in SCHEMA[kind].items():
+        required = [name for name, spec in fields.items() if spec.required]
+        sections[section] = {"type": "object", "additionalProperties": False,
+                             "properties": FIELDS[kind][section]}
+        if required:
+            sections[section]["required"] = required
+            required_sections.append(section)
+    properties: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                                  "properties": sections}
+    if required_sections:
+        properties["required"] = required_sections
     return {"type": "object", "additionalProperties": False, "required": ["properties"],
-            "properties": {"properties": {"type": "object", "additionalProperties": False,
-                                          "properties": sections}}}
+            "properties": {"properties": properties}}
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True,
@@ -83,7 +196,12 @@ def _config_paths(kind: str) -> dict[str, Any]:
             "201": _json(_ref(doc), "Created; the stored object."),
             "400": _error("The body is not JSON."),
             "413": _error("The body is over 1 MiB."),
-            "422": _error("The object is invalid; error_info.field names the setting. "
+            "409": _error("The object is valid on its own but does not fit the rest of the "
+                          "configuration (e.g. names a missing pool, a port already in use, "
+                          "TLS offload without a certificate); error_info.field names the "
+                          "setting. Nothing was stored."),
+            "422": _error("The object is invalid (unknown setting, wrong type, out of range, "
+                          "required setting missing); error_info.field names the setting. "
                           "Nothing was stored.")},
             requestBody={"required": True,
                          "content": {"application/json": {"schema": _ref(doc)}}}),

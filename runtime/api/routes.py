@@ -19,7 +19,7 @@ from typing import Any
 from lockgate.runtime import metrics
 from lockgate.runtime.api.auth import Authenticator, Outcome, parse_basic
 from lockgate.runtime.api.http import Request, Response
-from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError
+from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError, fill_document
 from lockgate.runtime.config.store import ConfigNotFound, ConfigStore
 
 ROOT = "/api/tm/1.0"
@@ -113,7 +113,7 @@ class RestApi:
             return await asyncio.to_thread(call, *args)
 
     async def _get(self, kind: str, name: str) -> Response:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             return _not_found(f"{CONFIG}/{kind}/{name}")
         try:
             document = await self._in_store(self.store.get, kind, name)
@@ -129,17 +129,28 @@ class RestApi:
             if isinstance(exc, json.JSONDecodeError):
                 text += f" (line {exc.lineno} column {exc.colno}: {exc.msg})"
             return Response.error(400, "json.parse_error", text)
+        path = f"{kind}.{name}"
+        if not NAME_RE.fullmatch(name):
+            return _invalid(ConfigError(path, "expected an object name (letters, digits, "
+                                              ". _ ~ -, up to 128, starting with a letter or digit)"))
+        if not isinstance(document, dict) or "properties" not in document:
+            return _invalid(ConfigError(f"{path}.properties",
+                                        'required: the body is {"properties": {...}}'))
+        try:
+            fill_document(kind, name, document)  # the object on its own: 422
+        except ConfigError as exc:
+            return _invalid(exc)
         async with self._store_lock:
             try:
                 existed = name in await asyncio.to_thread(self.store.list, kind)
                 await asyncio.to_thread(self.store.put, kind, name, document)
                 stored = await asyncio.to_thread(self.store.get, kind, name)
-            except ConfigError as exc:
-                return _invalid(exc)
+            except ConfigError as exc:  # does not fit with the rest of the configuration
+                return Response.error(409, "config.conflict", str(exc), {"field": exc.field})
         return Response.json(200 if existed else 201, stored)
 
     async def _delete(self, kind: str, name: str) -> Response:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             return _not_found(f"{CONFIG}/{kind}/{name}")
         try:
             await self._in_store(self.store.delete, kind, name)

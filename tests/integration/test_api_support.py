@@ -22,6 +22,7 @@ from typing import Any
 from lockgate.passwords import hash_password
 from lockgate.paths import StatePaths
 from lockgate.runtime.api import Management, start_management
+from lockgate.runtime.api.auth import FailureLimiter
 
 PASSWORD = "correct horse battery"
 
@@ -95,14 +96,14 @@ def pinned_context(cert_path: Path) -> ssl.SSLContext:
 
 
 @contextmanager
-def running(state_dir: Path) -> Iterator[Running]:
+def running(state_dir: Path, limiter: FailureLimiter | None = None) -> Iterator[Running]:
     """Start REST + Admin on free loopback ports in a thread; stop them on exit."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="mgmt-loop", daemon=True)
     thread.start()
     try:
         future = asyncio.run_coroutine_threadsafe(
-            start_management(state_dir, "127.0.0.1", 0, 0), loop)
+            start_management(state_dir, "127.0.0.1", 0, 0, login_limits=limiter), loop)
         mgmt = future.result(timeout=30)
         try:
             yield Running(mgmt, state_dir, pinned_context(mgmt.certificate.cert_path))

@@ -1,0 +1,134 @@
+"""The Admin UI over real HTTPS: login with cookies, status page, logout, lockout, escaping."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from test_api_support import PASSWORD, Reply, Running, basic, running, write_users
+
+from lockgate import __version__
+from lockgate.runtime import status
+from lockgate.runtime.api.auth import FailureLimiter
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Running]:
+    write_users(tmp_path)
+    with running(tmp_path) as srv:
+        yield srv
+
+
+def admin(srv: Running, method: str, path: str, form: dict[str, str] | None = None,
+          cookie: str | None = None, origin: str | None = None) -> Reply:
+    headers = dict(FORM) if form is not None else {}
+    if cookie:
+        headers["Cookie"] = cookie
+    if origin:
+        headers["Origin"] = origin
+    body = urlencode(form) if form is not None else None
+    return srv.request(method, path, body, port=srv.admin_port, headers=headers)
+
+
+def login(srv: Running, user: str = "admin", password: str = PASSWORD) -> Reply:
+    return admin(srv, "POST", "/login", {"username": user, "password": password})
+
+
+def session_cookie(reply: Reply) -> str:
+    set_cookie = reply.headers["set-cookie"]
+    return set_cookie.split(";", 1)[0]
+
+
+def test_login_status_logout_flow(server: Running) -> None:
+    first = admin(server, "GET", "/")
+    assert first.status == 303 and first.headers["location"] == "/login"
+    form = admin(server, "GET", "/login")
+    assert form.status == 200 and b'name="password"' in form.body
+    assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
+
+    reply = login(server)
+    assert reply.status == 303 and reply.headers["location"] == "/"
+    set_cookie = reply.headers["set-cookie"]
+    for attribute in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/"):
+        assert attribute in set_cookie
+    cookie = session_cookie(reply)
+    assert PASSWORD not in set_cookie
+
+    page = admin(server, "GET", "/", cookie=cookie)
+    assert page.status == 200
+    text = page.body.decode()
+    assert __version__ in text
+    assert server.mgmt.fingerprint in text
+    assert "Configuration version" in text
+    css = admin(server, "GET", "/style.css")
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css")
+
+    out = admin(server, "POST", "/logout", {}, cookie=cookie)
+    assert out.status == 303 and "Max-Age=0" in out.headers["set-cookie"]
+    assert admin(server, "GET", "/", cookie=cookie).status == 303  # the old cookie is dead
+
+
+def test_wrong_password_and_forged_cookie(server: Running) -> None:
+    bad = login(server, password="nope")
+    assert bad.status == 401 and b"Wrong user name or password" in bad.body
+    assert "set-cookie" not in bad.headers
+    assert admin(server, "GET", "/", cookie="lockgate_session=forged").status == 303
+
+
+def test_cross_site_post_is_refused(server: Running) -> None:
+    reply = admin(server, "POST", "/login", {"username": "admin", "password": PASSWORD},
+                  origin="https://evil.example")
+    assert reply.status == 403 and "set-cookie" not in reply.headers
+
+
+def test_login_lockout_shared_with_rest(tmp_path: Path) -> None:
+    write_users(tmp_path)
+    with running(tmp_path, FailureLimiter(max_failures=2, window=60, lockout=30)) as srv:
+        assert login(srv, password="a").status == 401
+        locked = login(srv, password="b")
+        assert locked.status == 429 and int(locked.headers["retry-after"]) > 0
+        assert login(srv).status == 429
+        # The REST port waits too: one limiter for both.
+        assert srv.request("GET", "/api/tm/1.0", auth=basic("admin", PASSWORD)).status == 429
+
+
+def test_status_page_shows_health_and_escapes(server: Running) -> None:
+    hostile = "<script>alert(1)</script>"
+    node = f"{hostile}:80"
+    assert server.api("PUT", "/api/tm/1.0/config/active/pools/web", {
+        "properties": {"basic": {"nodes_table": [{"node": node}, {"node": "127.0.0.1:81"}]}}},
+    ).status == 201
+    assert server.api("PUT", "/api/tm/1.0/config/active/virtual_servers/site", {
+        "properties": {"basic": {"port": 18080, "pool": "web"}}}).status == 201
+    status.run_folder(server.state_dir).mkdir(parents=True, exist_ok=True)
+    status.write_worker_status(server.state_dir, 0, {
+        "virtual_servers": {"site": {"requests": 41, "connections_current": 2}},
+        "pools": {"web": {"nodes": {node: {"state": "dead", "failures": 4},
+                                    "127.0.0.1:81": {"state": "alive"}}}}})
+    cookie = session_cookie(login(server))
+    text = admin(server, "GET", "/", cookie=cookie).body.decode()
+    assert hostile not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;:80" in text
+    assert re.search(r'class="dead">dead<', text)
+    assert re.search(r'class="alive">alive<', text)
+    assert "<td>41</td>" in text
+
+
+def test_unconfigured_appliance_page(tmp_path: Path) -> None:
+    with running(tmp_path) as srv:  # no users file
+        page = admin(srv, "GET", "/")
+        assert page.status == 200 and b"not been configured yet" in page.body
+        assert login(srv).status == 503
+        write_users(tmp_path)  # first boot finishes while the UI runs
+        assert login(srv).status == 303
+
+
+def test_unknown_page_and_method(server: Running) -> None:
+    assert admin(server, "GET", "/nope").status == 404
+    wrong = admin(server, "GET", "/logout")
+    assert wrong.status == 405 and wrong.headers["allow"] == "POST"
