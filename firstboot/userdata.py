@@ -58,6 +58,8 @@ CFN_KEYS = ("cfn_stack", "cfn_resource", "cfn_region")
 MAX_SIZE = 1024 * 1024
 # gzip inside base64 inside gzip ... real user-data has at most two layers.
 MAX_LAYERS = 4
+# One warning line per unknown key, up to this many; then a count.
+MAX_UNKNOWN_WARNINGS = 20
 
 GZIP_MAGIC = b"\x1f\x8b"
 TRUE_WORDS = frozenset({"y", "yes", "true"})
@@ -224,9 +226,11 @@ def _unbase64(raw: bytes) -> bytes | None:
         return None
     if _CONTROL_NOT_SPACE.search(text):
         return None
-    if _is_cloud_config(text):
+    if _is_cloud_config(text) or not text.strip():
         return decoded
-    if not text.strip():
+    if _BASE64.fullmatch("".join(text.split())):
+        # base64 of base64: a tool encoded text that was already encoded.
+        # The next layer must again pass these checks.
         return decoded
     key, eq, _ = text.split(None, 1)[0].partition("=")
     return decoded if eq and _KEY_NAME.fullmatch(key) else None
@@ -303,7 +307,9 @@ def _cloud_config_pairs(text: str) -> Iterator[Pair]:
         # BaseLoader keeps every scalar as the text the user wrote: no YAML
         # 1.1 surprises (a password "yes" turning into True, "0755" into 493,
         # a fingerprint "12:34:56" into a base-60 number).
-        root = yaml.compose(text, Loader=yaml.BaseLoader)
+        # LibYAML's loader is 5x faster and caps nesting depth itself.
+        loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+        root = yaml.compose(text, Loader=loader)
     except yaml.YAMLError as exc:
         raise UserDataError("user-data", f"invalid #cloud-config YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
@@ -364,7 +370,10 @@ def _build(pairs: list[Pair]) -> tuple[Settings, list[str]]:
             known[key] = value
         else:
             unknown[key] = value
-            warnings.append(_unknown_warning(key))
+            if len(unknown) <= MAX_UNKNOWN_WARNINGS:
+                warnings.append(_unknown_warning(key))
+    if len(unknown) > MAX_UNKNOWN_WARNINGS:
+        warnings.append(f"... and {len(unknown) - MAX_UNKNOWN_WARNINGS} more unknown user-data keys ignored")
 
     for key, value in known.items():
         if value == "":
