@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from lockgate.passwords import hash_password
 from lockgate.paths import StatePaths
 from lockgate.runtime.api import Management, start_management
@@ -98,7 +100,7 @@ def pinned_context(cert_path: Path) -> ssl.SSLContext:
 @contextmanager
 def running(state_dir: Path, limiter: FailureLimiter | None = None) -> Iterator[Running]:
     """Start REST + Admin on free loopback ports in a thread; stop them on exit."""
-    loop = asyncio.new_event_loop()
+    loop = uvloop.new_event_loop()  # as in ``lockgate runtime serve``
     thread = threading.Thread(target=loop.run_forever, name="mgmt-loop", daemon=True)
     thread.start()
     try:
