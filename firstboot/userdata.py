@@ -19,12 +19,14 @@ from __future__ import annotations
 import binascii
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lockgate.errors import BadInput
 from lockgate.firstboot.settings import (
     DEFAULT_CLUSTER_PORT,
+    DEFAULT_TIMEZONE,
+    DEFAULT_USER,
     CfnSettings,
     Settings,
     looks_secret,
@@ -122,9 +124,9 @@ def render(settings: Settings) -> str:
     values: dict[str, str | None] = {
         "password": settings.password,
         "accept_license": None if settings.accept_license is None else _yes_no(settings.accept_license),
-        "timezone": None if settings.timezone == Settings.timezone else settings.timezone,
+        "timezone": None if settings.timezone == DEFAULT_TIMEZONE else settings.timezone,
         "cluster_host": _render_host_port(settings.cluster_host, settings.cluster_port),
-        "user": None if settings.user == Settings.user else settings.user,
+        "user": None if settings.user == DEFAULT_USER else settings.user,
         "join_tips": "y" if settings.join_tips else None,
         "cluster_fingerprint": settings.cluster_fingerprint,
         "cluster_location": settings.cluster_location,
@@ -341,7 +343,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None)
     if problem is None:
         position = getattr(exc, "position", None)
-        return "unacceptable character" + (f" at offset {position}" if position is not None else "")
+        where = f" at offset {position}" if position is not None else ""
+        return f"a character YAML does not allow{where} (control characters, byte-order marks)"
     return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)
 
 
@@ -379,7 +382,8 @@ def _build(pairs: list[Pair]) -> tuple[Settings, list[str]]:
         if value == "":
             raise UserDataError(key, "empty value; leave the key out to use the default")
         if _CONTROL.search(value):
-            raise UserDataError(key, "contains control characters")
+            hint = " (a line break: keep the value on one line)" if "\n" in value or "\r" in value else ""
+            raise UserDataError(key, f"contains control characters{hint}")
 
     cluster_host = cluster_port = None
     if "cluster_host" in known:
@@ -399,8 +403,8 @@ def _build(pairs: list[Pair]) -> tuple[Settings, list[str]]:
     settings = Settings(
         password=known.get("password"),
         accept_license=_yes_no_value("accept_license", known.get("accept_license")),
-        timezone=_timezone(known["timezone"]) if "timezone" in known else Settings.timezone,
-        user=_username(known["user"]) if "user" in known else Settings.user,
+        timezone=_timezone(known["timezone"]) if "timezone" in known else DEFAULT_TIMEZONE,
+        user=_username(known["user"]) if "user" in known else DEFAULT_USER,
         cluster_host=cluster_host,
         cluster_port=cluster_port,
         cluster_fingerprint=fingerprint,
@@ -617,12 +621,3 @@ def _show(text: str, limit: int = 24) -> str:
     short = text if len(text) <= limit else text[:limit] + "..."
     return repr(short)
 
-
-# Kept for callers that want the value check alone (the wizard asks the same questions).
-VALIDATORS: dict[str, Callable[[str], object]] = {
-    "timezone": _timezone,
-    "user": _username,
-    "cluster_fingerprint": _fingerprint,
-    "accept_license": lambda value: _yes_no_value("accept_license", value),
-    "join_tips": lambda value: _yes_no_value("join_tips", value),
-}

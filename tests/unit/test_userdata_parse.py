@@ -206,6 +206,8 @@ REJECTED: list[tuple[str | bytes, str]] = [
     ("owner=a\x7fb", "owner: contains control characters"),
     ("password=a\x85b", "password: contains control characters"),
     ('#cloud-config\npassword: "a\\tb"\n', "password: contains control characters"),
+    ("#cloud-config\npassword: |\n  pw\n", "password: contains control characters (a line break: keep the value on one line)"),
+    ("#cloud-config\npassword: a\x01\n", "user-data: invalid #cloud-config YAML: a character YAML does not allow at offset 25"),
     # accept_license / join_tips
     ("accept_license=maybe", "accept_license: expected y/yes/true or n/no/false, got 'maybe'"),
     ("accept_license=1", "accept_license: expected y/yes/true or n/no/false, got '1'"),
