@@ -47,12 +47,13 @@ def _read_input(text: str | None) -> bytes:
     if text is None or text == "-":
         if text is None and sys.stdin.isatty():
             raise BadInput("give the user-data as TEXT, @FILE or - (stdin)")
-        return sys.stdin.buffer.read()
+        # One byte over the limit is enough for the parser to say "too large".
+        return sys.stdin.buffer.read(userdata.MAX_SIZE + 1)
     if text.startswith("@"):
         path = text[1:]
         try:
             with open(path, "rb") as handle:
-                return handle.read()
+                return handle.read(userdata.MAX_SIZE + 1)
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {exc.strerror}") from None
     # argv arrives decoded with surrogateescape; give the parser the real bytes.

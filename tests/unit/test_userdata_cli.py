@@ -176,6 +176,28 @@ def test_at_file(tmp_path: Path) -> None:
     assert json.loads(out)["timezone"] == "Asia/Tokyo"
 
 
+def test_no_argument_reads_stdin() -> None:
+    code, out, _ = invoke("--json", input=b"user=fromstdin")
+    assert code == 0
+    assert json.loads(out)["user"] == "fromstdin"
+
+
+def test_oversized_stdin_and_file_are_refused(tmp_path: Path) -> None:
+    big = b" " * (1024 * 1024 + 10)
+    code, out, err = invoke("-", input=big)
+    assert (code, out, err) == (2, "", "error: user-data: larger than 1024 KiB\n")
+    path = tmp_path / "big"
+    path.write_bytes(big)
+    code, out, err = invoke(f"@{path}")
+    assert (code, out, err) == (2, "", "error: user-data: larger than 1024 KiB\n")
+
+
+def test_at_directory_exits_2(tmp_path: Path) -> None:
+    code, out, err = invoke(f"@{tmp_path}")
+    assert (code, out) == (2, "")
+    assert err == f"error: cannot read {tmp_path}: Is a directory\n"
+
+
 def test_at_missing_file_exits_2() -> None:
     code, out, err = invoke("@/nonexistent/user-data", "--json")
     assert (code, out) == (2, "")
