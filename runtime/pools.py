@@ -98,7 +98,18 @@ class PoolRuntime:
             self._rr += 1
             return nodes[self._rr % len(nodes)]
         if algorithm == "least_connections":
-            return min(nodes, key=_load)
+            # Ties rotate (like HAProxy's leastconn), else an idle pool always gets node 1.
+            self._rr += 1
+            count = len(nodes)
+            start = self._rr % count
+            best = nodes[start]
+            best_load = best.connections / best.weight
+            for i in range(1, count):
+                node = nodes[(start + i) % count]
+                load = node.connections / node.weight
+                if load < best_load:
+                    best, best_load = node, load
+            return best
         if algorithm == "weighted_round_robin":
             return self._smooth_wrr(nodes)
         if algorithm == "random":
@@ -155,10 +166,6 @@ class PoolRuntime:
         return {"nodes": {n.address: {"state": n.state_name(now), "connections": n.connections,
                                       "requests": n.requests, "failures": n.failures}
                           for n in self.nodes}}
-
-
-def _load(node: NodeState) -> float:
-    return node.connections / node.weight
 
 
 def _rendezvous(nodes: list[NodeState], client_ip: bytes) -> NodeState:
