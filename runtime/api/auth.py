@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import enum
+import functools
 import hashlib
 import hmac
 import json
@@ -33,8 +35,19 @@ from lockgate.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
 
-# A valid hash of a random password: unknown users cost as much as known ones.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A valid hash of a random password: unknown users cost as much as known ones."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _scrypt_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Two threads for scrypt (16 MiB, ~50 ms each): a burst of logins neither
+    starves the event loop's other thread work nor eats the memory."""
+    return concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="lockgate-scrypt")
 
 
 class Outcome(enum.Enum):
@@ -148,8 +161,9 @@ class Authenticator:
             return Verdict(Outcome.OK, user)
         entry = users.get(user)
         stored = entry.get("hash") if entry else None
-        stored = stored if isinstance(stored, str) else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password, stored)
+        stored = stored if isinstance(stored, str) else _dummy_hash()
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(_scrypt_pool(), verify_password, password, stored)
         if ok and entry is not None:
             if len(self._cache) > 1000:
                 self._cache.clear()

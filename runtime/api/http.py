@@ -34,6 +34,7 @@ MAX_BODY = 1024 * 1024  # 1 MiB: far above any configuration document
 MAX_HEADER_BYTES = 32 * 1024
 MAX_QUEUED = 8  # pipelined requests buffered before reading pauses
 IDLE_TIMEOUT = 60.0  # seconds a connection may sit idle (or dribble a request)
+MAX_CONNECTIONS = 512  # per server: management traffic is a few clients
 
 
 @dataclass
@@ -99,6 +100,13 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "-"
+        if len(self.server.connections) >= self.server.max_connections:
+            # Full: refuse at once rather than let a flood starve the proxy's loop.
+            log.warning("%s: %d connections open; refusing %s", self.server.name,
+                        len(self.server.connections), self.client)
+            self.closing = True
+            self.transport.abort()
+            return
         self.server.connections.add(self)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
         self._touch()
@@ -281,12 +289,14 @@ class HttpServer:
     """One listening HTTPS server; ``await start()``, ``await close()``."""
 
     def __init__(self, name: str, handler: Handler, ssl_context: ssl.SSLContext | None, *,
-                 max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT) -> None:
+                 max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.name = name
         self.handler = handler
         self.ssl_context = ssl_context
         self.max_body = max_body
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
 
