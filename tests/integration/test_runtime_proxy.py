@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -134,7 +135,7 @@ def test_chunked_request_and_response_bodies_pass_intact(tmp_path: Path) -> None
         with runtime(tmp_path, config):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
-            def pieces() -> object:
+            def pieces() -> Iterator[bytes]:
                 for i in range(0, len(payload), 7777):
                     yield payload[i:i + 7777]
 
