@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import ssl
 import time
@@ -287,3 +288,58 @@ def test_access_log_has_one_line_per_request_and_no_secrets(server: Running) -> 
     for secret in (PASSWORD, "hunter2-x", basic("admin", PASSWORD).split()[1], "secret=query",
                    "127.0.0.1:8080"):
         assert secret not in text
+
+
+# ---- HTTP details -----------------------------------------------------------------------
+
+def _raw(server: Running) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+    return server.context.wrap_socket(raw)
+
+
+def _read_all(sock: ssl.SSLSocket, until: bytes, count: int) -> bytes:
+    data = b""
+    deadline = time.monotonic() + 10
+    while data.count(until) < count:
+        assert time.monotonic() < deadline, data
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_pipelined_requests_are_answered_in_order(server: Running) -> None:
+    auth = basic("admin", PASSWORD)
+    requests = b"".join(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode()
+        for path in (f"{CONFIG}/pools", "/nowhere", f"{CONFIG}/monitors"))
+    with _raw(server) as tls:
+        tls.sendall(requests)
+        data = _read_all(tls, b"HTTP/1.1 ", 3)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200", b"404", b"200"]
+
+
+def test_head_has_no_body(server: Running) -> None:
+    reply = server.request("HEAD", f"{CONFIG}/pools", auth=basic("admin", PASSWORD))
+    assert reply.status == 200 and reply.body == b""
+    assert int(reply.headers["content-length"]) > 0
+
+
+def test_connections_over_the_cap_are_refused(server: Running) -> None:
+    server.mgmt.rest.max_connections = 2
+    held = [_raw(server) for _ in range(2)]
+    try:
+        # Make sure both are registered before the third arrives.
+        for sock in held:
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_all(sock, b"HTTP/1.1 401", 1)
+        refused = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
+        with pytest.raises(OSError), server.context.wrap_socket(refused) as tls:
+            tls.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            if not tls.recv(100):
+                raise ConnectionError("closed without an answer")
+    finally:
+        for sock in held:
+            sock.close()
