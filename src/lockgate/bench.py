@@ -1,0 +1,170 @@
+"""``make bench``: ``python -m lockgate.bench [--only runtime,firstboot,image] ...``.
+
+Prints readable tables on stdout (progress on stderr) and, as the LAST stdout
+line, one JSON object with the headline figures (``http_ratio``, ``tcp_ratio``,
+``p99_ratio``, ``http_cpu_ratio``, ``tcp_cpu_ratio``, the ``_2w`` variants,
+``rss_per_10k_idle_mib``, ``firstboot_s``, image numbers when run).
+How and why it measures the way it does: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lockgate.benchmarks.report import json_line
+from lockgate.errors import BadInput, Failure, LockgateError
+
+PARTS = ("runtime", "firstboot", "image")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def default_parts(build_dir: Path) -> list[str]:
+    """runtime and firstboot always; image only when a build is there (it is slow)."""
+    parts = ["runtime", "firstboot"]
+    if (build_dir / "manifest.json").is_file():
+        parts.append("image")
+    return parts
+
+
+def parse_only(value: str | None, build_dir: Path) -> list[str]:
+    if not value:
+        return default_parts(build_dir)
+    chosen = [p.strip() for p in value.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown or not chosen:
+        raise BadInput(f"--only {value}: choose from {', '.join(PARTS)} (comma-separated)")
+    return [p for p in PARTS if p in chosen]
+
+
+def machine() -> dict[str, Any]:
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--only", "only", metavar="PARTS",
+              help="Comma-separated: runtime, firstboot, image [default: runtime,firstboot, "
+                   "plus image when build/manifest.json exists].")
+@click.option("--duration", type=click.FloatRange(1, 600), default=None,
+              help="Seconds per measured case [default: 10; --quick: 3].")
+@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True,
+              help="How many times the whole runtime comparison runs (median reported).")
+@click.option("--quick", is_flag=True,
+              help="Short cases (3 s, 1 s warm-up, short idle waits): a sanity run.")
+@click.option("--warmup", type=click.FloatRange(1, 60), default=None,
+              help="Warm-up seconds before each case [default: 2; --quick: 1].")
+@click.option("--idle-connections", type=click.IntRange(0, 50_000), default=2000,
+              show_default=True, help="Idle connections opened for the RSS figure (0: skip).")
+@click.option("--max-idle-wait", type=click.FloatRange(0, 600), default=None,
+              help="Longest wait for an idle machine before each case [default: 30; "
+                   "--quick: 5].")
+@click.option("--workers", "worker_counts", default="1,2", show_default=True,
+              help="Worker/thread counts to compare (1 is pinned, others are not).")
+@click.option("--image-skip", default="", metavar="rebuild,boot",
+              help="Leave out the image's warm rebuild and/or its VM boot.")
+@click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=REPO / "build", show_default=True, help="Where the image build lives.")
+def main(only: str | None, duration: float | None, rounds: int, quick: bool,
+         warmup: float | None, idle_connections: int, max_idle_wait: float | None,
+         worker_counts: str, image_skip: str, build_dir: Path) -> None:
+    """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
+    parts = parse_only(only, build_dir)
+    data: dict[str, Any] = {"machine": machine(), "parts": parts}
+    began = time.monotonic()
+    if "runtime" in parts:
+        data.update(_runtime(duration, rounds, quick, warmup, idle_connections, max_idle_wait,
+                             worker_counts))
+    if "firstboot" in parts:
+        data.update(_firstboot())
+    if "image" in parts:
+        data.update(_image(build_dir, image_skip))
+    data["bench_s"] = round(time.monotonic() - began, 1)
+    click.echo("")
+    click.echo(json_line(data))
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise BadInput(f"--workers {text}: expected numbers like 1,2") from None
+    if not counts or any(c < 1 or c > 64 for c in counts):
+        raise BadInput(f"--workers {text}: each count must be 1..64")
+    return counts
+
+
+def _runtime(duration: float | None, rounds: int, quick: bool, warmup: float | None,
+             idle_connections: int, max_idle_wait: float | None,
+             worker_counts: str) -> dict[str, Any]:
+    from lockgate.benchmarks import runtime
+    from lockgate.benchmarks.servers import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        raise Failure("the runtime benchmark needs: " + "; ".join(missing))
+    opts = runtime.RuntimeOptions(
+        duration_s=duration or (3.0 if quick else 10.0),
+        warmup_s=warmup or (1.0 if quick else 2.0),
+        rounds=rounds, idle_connections=idle_connections,
+        max_idle_wait_s=max_idle_wait if max_idle_wait is not None else (5.0 if quick else 30.0),
+        worker_counts=_counts(worker_counts),
+    )
+    report = runtime.run_runtime(opts)
+    data = runtime.summary(report)
+    for block in runtime.tables(report, data):
+        click.echo(block)
+    click.echo("")
+    return data
+
+
+def _firstboot() -> dict[str, Any]:
+    from lockgate.benchmarks import firstboot
+
+    runs = firstboot.run_firstboot()
+    data = firstboot.summary(runs)
+    for block in firstboot.tables(runs, data):
+        click.echo(block)
+    click.echo("")
+    return data
+
+
+def _image(build_dir: Path, skip: str) -> dict[str, Any]:
+    from lockgate.benchmarks import image
+
+    skipped = {s.strip() for s in skip.split(",") if s.strip()}
+    if skipped - {"rebuild", "boot"}:
+        raise BadInput(f"--image-skip {skip}: choose from rebuild, boot")
+    result = image.run_image(build_dir, rebuild="rebuild" not in skipped,
+                             boot="boot" not in skipped)
+    for block in image.tables(result):
+        click.echo(block)
+    click.echo("")
+    return image.summary(result)
+
+
+def run(argv: list[str] | None = None) -> None:
+    try:
+        main.main(args=argv, prog_name="python -m lockgate.bench", standalone_mode=False)
+    except LockgateError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    run()
