@@ -252,6 +252,19 @@ def test_console_script_non_utf8_argv() -> None:
     assert done.stderr.startswith(b"error: user-data: not UTF-8 text (bad byte at offset 9)")
 
 
+@pytest.mark.skipif(not LOCKGATE.exists(), reason=".venv/bin/lockgate not installed (run make setup)")
+def test_no_argument_on_a_terminal_asks_instead_of_waiting() -> None:
+    import pexpect
+
+    child = pexpect.spawn(str(LOCKGATE), ["firstboot", "parse"], timeout=30, encoding="utf-8")
+    try:
+        child.expect("error: give the user-data as TEXT, @FILE or - \\(stdin\\)")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 2
+
+
 def test_python_dash_m_lockgate() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "lockgate", "firstboot", "parse", "accept_license=no", "--json"],

@@ -462,6 +462,10 @@ WRAPPED: list[tuple[str, bytes]] = [
     ("crlf", PLAIN.replace(b"\n", b"\r\n")),
     ("bom", b"\xef\xbb\xbf" + PLAIN),
     ("base64(bom)", b64(b"\xef\xbb\xbf" + PLAIN)),
+    (
+        "bom+cloud-config",
+        b"\xef\xbb\xbf#cloud-config\npassword: p4ss==\naccept_license: Yes\ntimezone: Europe/London\n",
+    ),
     ("str", PLAIN.decode()),  # type: ignore[list-item]
     (
         "cloud-config",
