@@ -24,6 +24,9 @@ from lockgate.proc import run
 SSH_ROOT = STATE_DIR / "ssh"  # ssh-keygen -A -f SSH_ROOT writes SSH_ROOT/etc/ssh/*
 OWN_UNITS = ("lockgate-expand-data.service", "lockgate-ssh-keygen.service")
 PACKAGE_UNIT_DIRS = ("firstboot/units", "runtime/units")
+# Folders systemd's own services write to (logind's linger, timesyncd's clock,
+# the random seed), bound from the data partition: folder -> data sub-folder.
+STATE_BINDS = (("/var/lib/systemd", "os/var-lib-systemd"),)
 
 
 def _write(root: Path, path: str, text: str, mode: int = 0o644) -> None:
@@ -102,7 +105,7 @@ def configure_boot_files(context: Context) -> None:
 def configure_mounts(context: Context) -> None:
     root = context.rootfs
     _write(root, "/etc/fstab", render("fstab.j2", esp=gpt.ESP, data=gpt.DATA,
-                                       state_dir=str(STATE_DIR)))
+                                       state_dir=str(STATE_DIR), binds=STATE_BINDS))
     (root / STATE_DIR.relative_to("/")).mkdir(parents=True, exist_ok=True)
     # /var/log moves to the data partition: keep its contents for build_data_tree.
     saved_log = context.work_dir / "var-log"
@@ -179,6 +182,8 @@ def build_data_tree(context: Context) -> Path:
         (tree / "log").mkdir()
     (tree / "log/journal").mkdir(exist_ok=True)
     os.chmod(tree / "log/journal", 0o2755)
+    for folder, sub_dir in STATE_BINDS:
+        shutil.copytree(context.rootfs / folder.lstrip("/"), tree / sub_dir, symlinks=True)
     for sub in ("config", "firstboot"):
         (tree / sub).mkdir(mode=0o700, exist_ok=True)
     return tree

@@ -49,7 +49,7 @@ def make_ext4(context: Context, tree: Path, image: Path, size: int, fs_uuid: uui
         image.unlink()
     epoch = context.source_date_epoch
     set_tree_times(tree, epoch)
-    run(["mkfs.ext4", "-q", "-F", "-L", label, "-U", fs_uuid, "-m", "0", "-b", "4096",
+    run(["mkfs.ext4", "-q", "-F", "-L", label, "-U", str(fs_uuid), "-m", "0", "-b", "4096",
          "-E", f"hash_seed={fs_uuid},root_owner=0:0,lazy_itable_init=0,nodiscard",
          "-d", tree, image, f"{size // 1024}k"], env=context.env)
     script = context.work_dir / f"{image.name}.debugfs"
@@ -63,8 +63,9 @@ def make_esp(context: Context, image: Path, size: int, serial: str, files: dict[
     if image.exists():
         image.unlink()
     epoch = context.source_date_epoch
-    run(["mkfs.fat", "-F", "32", "-S", "512", "-s", "1", "-n", "LOCKGATE", "-i", serial,
-         "--invariant", "-C", image, str(size // 1024)], env=context.env, capture=True)
+    # --invariant must come before -i: it would otherwise reset the serial to 1234-ABCD.
+    run(["mkfs.fat", "-F", "32", "-S", "512", "-s", "1", "-n", "LOCKGATE", "--invariant",
+         "-i", serial, "-C", image, str(size // 1024)], env=context.env, capture=True)
     folders = sorted({str(Path(p).parent) for p in files} - {"."},
                      key=lambda p: (p.count("/"), p))
     made: set[str] = set()
