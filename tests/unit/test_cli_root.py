@@ -58,11 +58,6 @@ def test_help_does_not_import_the_parts() -> None:
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/lockgate/cli.py (lead's file) prints click's 3-line usage error; "
-    "wanted: one 'error: ...' line. Remove this marker with that fix.",
-)
 def test_unknown_command_exits_2_with_one_line() -> None:
     done = lockgate("no-such-command")
     assert done.returncode == 2
