@@ -3,8 +3,9 @@
 ext4: ``mkfs.ext4 -d`` with a fixed UUID and directory-hash seed. e2fsprogs
 1.47.0 honours ``E2FSPROGS_FAKE_TIME`` for the superblock and creation times
 but copies each file's ctime from the build tree (the time it was unpacked,
-which nobody can set), so a generated ``debugfs`` script then sets every
-inode's ctime to SOURCE_DATE_EPOCH: two builds give the same bytes.
+which nobody can set) and its atime (which mke2fs's own reading moves), so a
+generated ``debugfs`` script then sets every inode's ctime and atime to
+SOURCE_DATE_EPOCH: two builds give the same bytes.
 
 FAT (ESP): ``mkfs.fat --invariant`` with a fixed serial; mtools writes
 directory entries with SOURCE_DATE_EPOCH's time (files are copied with
@@ -31,7 +32,7 @@ def set_tree_times(tree: Path, epoch: int) -> None:
 
 def ctime_script(tree: Path, epoch: int) -> str:
     """debugfs commands that set the ctime of every path in ``tree`` to ``epoch``."""
-    lines = [f"sif / ctime @{epoch}"]
+    lines = [f"sif / ctime @{epoch}", f"sif / atime @{epoch}"]
     for folder, dirs, files in os.walk(tree):
         rel = os.path.relpath(folder, tree)
         base = "" if rel == "." else "/" + rel
@@ -39,7 +40,9 @@ def ctime_script(tree: Path, epoch: int) -> str:
             path = f"{base}/{name}"
             if '"' in path or "\n" in path:
                 raise ValueError(f"{path!r}: a file name debugfs cannot be given")
+            # atime too: mke2fs reading a file moves its atime (relatime).
             lines.append(f'sif "{path}" ctime @{epoch}')
+            lines.append(f'sif "{path}" atime @{epoch}')
     return "\n".join(lines) + "\n"
 
 
