@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 
@@ -31,7 +32,7 @@ from lockgate.image.manifest import build_manifest, installed_packages, write_ma
 class State:
     """What steps hand to later steps beyond the Context itself."""
 
-    esp_files: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    esp_files: dict[str, Path] = field(default_factory=dict)
     layout: gpt.Layout | None = None
 
 

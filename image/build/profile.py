@@ -164,7 +164,7 @@ def _choice(field: str, value: str, enum_type: type[enum.StrEnum]) -> Any:
     try:
         return enum_type(value)
     except ValueError:
-        allowed = " | ".join(m.value for m in enum_type)  # type: ignore[attr-defined]
+        allowed = " | ".join(m.value for m in enum_type)
         raise BadInput(f"profile: {field}: {value!r} is not one of {allowed}") from None
 
 

@@ -1,0 +1,143 @@
+"""Each output format against its cloud's documented rules, on a small synthetic disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lockgate.image.build.context import Context, parse_formats
+from lockgate.image.build.profile import load_profile
+from lockgate.image.formats import gce, qcow2, raw, sha256_file, upgrade, vhd, vmdk
+
+REPO = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Context:
+    profile = load_profile(REPO / "image/profiles/appliance.yaml")
+    ctx = Context(profile=profile, version="9.8.7", source_date_epoch=1700000000,
+                  formats=("raw",), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    ctx.work_dir.mkdir(parents=True)
+    # 5 MiB + 3 sectors: not a whole MiB, so the VHD must round it up.
+    disk = ctx.disk_image
+    with disk.open("wb") as f:
+        f.truncate(5 * MiB + 3 * 512)
+        f.seek(MiB)
+        f.write(b"lockgate" * 1000)
+    return ctx
+
+
+def qemu_info(path: Path, fmt: str) -> dict[str, object]:
+    out = subprocess.run(["qemu-img", "info", "-f", fmt, "--output=json", str(path)],
+                         capture_output=True, check=True, text=True).stdout
+    info: dict[str, object] = json.loads(out)
+    return info
+
+
+def test_formats_option() -> None:
+    assert parse_formats("vhd") == ("raw", "vhd")
+    assert parse_formats("all") == ("raw", "qcow2", "vhd", "vmdk", "gce", "upgrade")
+    from lockgate.errors import BadInput
+
+    with pytest.raises(BadInput, match="'ova' is not one of"):
+        parse_formats("raw,ova")
+
+
+def test_raw_artifact_hashes_the_disk(context: Context) -> None:
+    art = raw.write(context)
+    assert art.sha256 == sha256_file(context.disk_image)
+    assert art.size == 5 * MiB + 1536
+
+
+def test_vhd_is_fixed_whole_mib_with_a_valid_footer(context: Context) -> None:
+    art = vhd.write(context)
+    data = art.path.read_bytes()
+    footer = vhd.parse_footer(data[-512:])
+    assert footer["cookie"] == "conectix"
+    assert footer["disk_type"] == vhd.DISK_TYPE_FIXED
+    assert footer["current_size"] == footer["original_size"] == 6 * MiB  # rounded up
+    assert len(data) == 6 * MiB + 512  # fixed VHD: the data, then the footer
+    assert footer["checksum"] == vhd.checksum(data[-512:])
+    assert data[MiB:MiB + 8] == b"lockgate"
+    info = qemu_info(art.path, "vpc")
+    assert info["virtual-size"] == 6 * MiB
+    # Same build, same bytes: the footer's time and unique id are fixed.
+    first = sha256_file(art.path)
+    assert vhd.write(context).sha256 == first
+
+
+def test_vhd_footer_fix_rejects_other_files() -> None:
+    with pytest.raises(ValueError, match="conectix"):
+        vhd.fix_footer(bytes(512), 0, uuid.uuid4())
+
+
+def test_vmdk_is_stream_optimized(context: Context) -> None:
+    art = vmdk.write(context)
+    head = art.path.read_bytes()[:4096]
+    assert head[:4] == b"KDMV"
+    assert b'createType="streamOptimized"' in art.path.read_bytes()[:64 * 1024]
+    info = qemu_info(art.path, "vmdk")
+    assert info["virtual-size"] >= 5 * MiB
+
+
+def test_qcow2_round_trips(context: Context, tmp_path: Path) -> None:
+    art = qcow2.write(context)
+    assert art.path.read_bytes()[:4] == b"QFI\xfb"
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(art.path), str(back)],
+                   check=True)
+    assert back.read_bytes() == context.disk_image.read_bytes()
+
+
+def test_gce_tarball_rules(context: Context) -> None:
+    art = gce.write(context)
+    assert art.path.name.endswith(".tar.gz")
+    with tarfile.open(art.path, "r:gz") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == ["disk.raw"]
+        member = members[0]
+        assert member.isfile()  # a real file, not a symlink
+        assert member.size % gce.GiB == 0 and member.size == gce.GiB
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        extracted.seek(MiB)
+        assert extracted.read(8) == b"lockgate"
+    # GNU "oldgnu" header: magic "ustar  \0" at offset 257 of the first block.
+    import gzip
+
+    with gzip.open(art.path, "rb") as f:
+        header = f.read(512)
+    assert header[257:265] == b"ustar  \x00"
+
+
+def test_gce_padding() -> None:
+    assert gce.padded_size(1) == gce.GiB
+    assert gce.padded_size(gce.GiB) == gce.GiB
+    assert gce.padded_size(2 * gce.GiB + 1) == 3 * gce.GiB
+
+
+def test_upgrade_bundle_carries_the_root_image_and_its_hash(context: Context) -> None:
+    context.root_image.write_bytes(b"ext4" * 4096)
+    context.kernel_version = "6.1.0-test-cloud-amd64"
+    art = upgrade.write(context)
+    with tarfile.open(art.path) as tar:
+        assert tar.getnames() == ["manifest.json", "rootfs.ext4"]
+        manifest_file = tar.extractfile("manifest.json")
+        rootfs_file = tar.extractfile("rootfs.ext4")
+        assert manifest_file is not None and rootfs_file is not None
+        manifest = json.loads(manifest_file.read())
+        body = rootfs_file.read()
+    assert manifest["version"] == "9.8.7"
+    assert manifest["format"] == upgrade.BUNDLE_FORMAT
+    assert manifest["rootfs"]["size"] == len(body)
+    import hashlib
+
+    assert manifest["rootfs"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert manifest["kernel"] == "6.1.0-test-cloud-amd64"
+    assert upgrade.write(context).sha256 == art.sha256  # reproducible
