@@ -1,0 +1,155 @@
+"""A real `lockgate image build` (root): artifacts, drivers, secrets, reproducibility, boots.
+
+The package layer is cached in the checkout's cache/ (as `make demo` leaves it),
+so after the first run only the lockgate layer and the assembly run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockgate.image.build import checks
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("LOCKGATE_IMAGE_CACHE", REPO / "cache"))
+VERSION = "0.0.1-test"
+DRIVERS = ("nvme", "ena", "virtio_blk", "virtio_scsi", "virtio_net", "hv_vmbus", "hv_storvsc",
+           "hv_netvsc", "gve")
+
+Manifest = dict[str, Any]
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def build(out: Path, formats: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockgate", "image", "build", "--version", VERSION,
+         "--formats", formats, "--out", str(out), "--cache-dir", str(CACHE)],
+        cwd=REPO, capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1750000000"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("image")
+    proc = build(out, "all")
+    for step in ("build_rootfs", "install_lockgate", "make_disk", "write_manifest"):
+        assert re.search(rf"    {step} done in \d+\.\d s", proc.stdout), step
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(built: Path) -> Manifest:
+    data: Manifest = json.loads((built / "manifest.json").read_text())
+    return data
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def root_partition(manifest: Manifest) -> tuple[int, int]:
+    part = next(p for p in manifest["partitions"] if p["name"] == "root-a")
+    return part["start"], part["size"]
+
+
+def test_manifest_matches_the_files(built: Path, manifest: Manifest) -> None:
+    assert manifest["version"] == VERSION
+    assert manifest["source_date_epoch"] == 1750000000
+    assert manifest["grub_entry"] == f"lockgate-{VERSION}"
+    formats = {a["format"] for a in manifest["artifacts"]}
+    assert formats == {"raw", "qcow2", "vhd", "vmdk", "gce", "upgrade"}
+    for art in manifest["artifacts"]:
+        path = built / art["path"]
+        assert path.stat().st_size == art["size"], art
+        assert sha256(path) == art["sha256"], art
+    names = [p["name"] for p in manifest["partitions"]]
+    assert names == ["BIOS-boot", "ESP", "root-a", "root-b", "data"]
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(built / f"lockgate-{VERSION}.raw")],
+                                      capture_output=True, check=True).stdout)["partitiontable"]
+    for want, got in zip(manifest["partitions"], table["partitions"], strict=True):
+        assert got["uuid"].lower() == want["partuuid"] and got["start"] * 512 == want["start"]
+    packages = {p["name"]: p["version"] for p in manifest["packages"]}
+    for name in ("linux-image-cloud-amd64", "systemd", "python3", "lockgate", "cryptography"):
+        assert name in packages, name
+
+
+def test_root_slot_filesystem(built: Path, manifest: Manifest, tmp_path: Path) -> None:
+    """The root slot as written into the raw disk: drivers, no secrets, read-only setup."""
+    start, _ = root_partition(manifest)
+    device = f"{built / f'lockgate-{VERSION}.raw'}?offset={start}"
+    tree = tmp_path / "root"
+    tree.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump / {tree}", device], check=True, capture_output=True)
+    kernel = manifest["kernel"]
+    assert checks.missing_drivers(tree, kernel, DRIVERS) == []
+    assert checks.scan_secrets(tree) == []
+    assert (tree / "etc/machine-id").read_text() == ""
+    assert not list((tree / "etc/ssh").glob("ssh_host_*"))
+    fstab = (tree / "etc/fstab").read_text()
+    mounts = [line.split()[1] for line in fstab.splitlines() if line and not line.startswith("#")]
+    assert "/" not in mounts and "/var/lib/lockgate" in mounts and "/var/log" in mounts
+    assert "swap" not in fstab
+    assert os.readlink(tree / "etc/resolv.conf").endswith("/run/systemd/resolve/stub-resolv.conf")
+    assert os.readlink(tree / "boot/grub") == "efi/grub"
+    assert (tree / "etc/hostname").read_text() == "lockgate\n"
+    wants = tree / "etc/systemd/system/multi-user.target.wants"
+    for unit in ("lockgate-expand-data.service", "lockgate-firstboot.service", "lockgate.service"):
+        assert (wants / unit).is_symlink(), unit
+    assert os.readlink(tree / "usr/local/bin/z-expand-logs-partition") == \
+        "/opt/lockgate/bin/z-expand-logs-partition"
+    assert os.readlink(tree / "opt/lockgate/bin/python3") == "/usr/bin/python3"
+
+
+def test_esp_holds_grub_for_both_firmwares(built: Path, manifest: Manifest, tmp_path: Path) -> None:
+    esp = next(p for p in manifest["partitions"] if p["name"] == "ESP")
+    image = f"{built / f'lockgate-{VERSION}.raw'}@@{esp['start']}"
+    listing = subprocess.run(["mdir", "-i", image, "-/", "::/"], capture_output=True, text=True,
+                             check=True).stdout
+    assert "BOOTX64  EFI" in listing and "grubenv" in listing and "slot-a   cfg" in listing
+    env = tmp_path / "grubenv"
+    subprocess.run(["mcopy", "-i", image, "::/grub/grubenv", str(env)], check=True)
+    assert env.stat().st_size == 1024
+    assert f"saved_entry=lockgate-{VERSION}" in env.read_text()
+    raw = (built / f"lockgate-{VERSION}.raw").read_bytes()[:512]
+    assert raw[510:512] == b"\x55\xaa" and b"GRUB" in raw[:440]
+
+
+def test_same_profile_and_version_give_the_same_raw_disk(built: Path, manifest: Manifest,
+                                                          tmp_path: Path) -> None:
+    build(tmp_path / "again", "raw")
+    raw = next(a for a in manifest["artifacts"] if a["format"] == "raw")
+    assert sha256(tmp_path / "again" / f"lockgate-{VERSION}.raw") == raw["sha256"]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_boots_to_a_login_prompt(built: Path, firmware: str, tmp_path: Path) -> None:
+    from lockgate.image.boot import booted
+
+    log = tmp_path / f"console-{firmware}.log"
+    with booted(built / f"lockgate-{VERSION}.raw", cloud="nocloud", firmware=firmware,
+                accel="tcg", console_log=log, quiet_timeout=180,
+                disk_size=3 * 1024**3, powerdown_timeout=30) as vm:
+        vm.wait_for(r"lockgate login:", 400, what="the login prompt")
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", vm.console_text)
+    assert f"Loading lockgate {VERSION} from root slot a" in text
+    failed = re.findall(r"\[FAILED\] Failed to (?:start|mount) (.*)", text)
+    ours = [f for f in failed if "lockgate-firstboot" not in f and "lockgate.service" not in f
+            and "traffic manager" not in f and "first boot" not in f]
+    assert ours == [], failed
