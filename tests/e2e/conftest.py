@@ -1,0 +1,45 @@
+"""End-to-end fixtures: the real appliance image, built once per test session.
+
+``LOCKGATE_E2E_IMAGE`` (a disk file or build folder) skips the build. Else the
+session builds ``build/`` with ``lockgate image build --formats raw`` (cached
+layers are reused); that needs root, and the tests are skipped with that
+reason when not root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT = 45 * 60
+
+
+@pytest.fixture(scope="session")
+def appliance_image() -> Path:
+    given = os.environ.get("LOCKGATE_E2E_IMAGE")
+    if given:
+        return Path(given)
+    if os.geteuid() != 0:
+        pytest.skip("building the appliance image needs root (mmdebstrap, chroot); "
+                    "set LOCKGATE_E2E_IMAGE to use a built image")
+    out = REPO / "build"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lockgate", "image", "build", "--formats", "raw", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        pytest.fail(f"lockgate image build failed (exit {proc.returncode}):\n{tail}")
+    return out
+
+
+@pytest.fixture
+def console_log(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """Each boot's serial console, kept under build/e2e-logs for a failed run's reader."""
+    logs = REPO / "build" / "e2e-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs / f"{request.node.name}.log"

@@ -1,0 +1,106 @@
+"""Offline slot switch: a second version in root slot B, chosen with grub-editenv, boots.
+
+Everything is done on a copy of the built image file, without mounting or
+loop devices: slot A's ext4 is copied, given a new filesystem UUID and a
+marker ``/etc/issue`` (debugfs), and written into slot B's offset; the slot B
+menu entry ``lockgate-<v2>`` goes on the ESP next to slot A's (mtools), and
+``grub-editenv`` on a copy of the ESP's grubenv makes it the default.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lockgate.image.boot.overlay import resolve_image
+from lockgate.image.boot.vm import booted
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+V2 = "0.2.0-e2e"
+MTOOLS = {"MTOOLS_SKIP_CHECK": "1"}
+
+
+def sh(*argv: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    full_env = None
+    if env:
+        import os
+
+        full_env = {**os.environ, **env}
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{argv[0]} failed: {proc.stderr.strip()}"
+    return proc.stdout
+
+
+def partitions(disk: Path) -> dict[str, dict[str, object]]:
+    table = json.loads(sh("sfdisk", "--json", disk))["partitiontable"]
+    return {str(p["name"]): p for p in table["partitions"]}
+
+
+def copy_bytes(src: Path, src_offset: int, dst: Path, dst_offset: int, length: int) -> None:
+    sh("dd", f"if={src}", f"of={dst}", "bs=4M", "iflag=skip_bytes,count_bytes",
+       "oflag=seek_bytes", f"skip={src_offset}", f"seek={dst_offset}", f"count={length}",
+       "conv=notrunc,sparse", "status=none")
+
+
+def install_slot_b(disk: Path, work: Path) -> tuple[str, str]:
+    """Put version V2 into slot B and select it; returns (B's PARTUUID, issue marker)."""
+    parts = partitions(disk)
+    a, b, esp = parts["root-a"], parts["root-b"], parts["ESP"]
+    assert a["size"] == b["size"]
+    size = int(str(a["size"])) * 512
+    fs = work / "root-b.ext4"
+    copy_bytes(disk, int(str(a["start"])) * 512, fs, 0, size)
+    new_uuid = str(uuid.uuid4())
+    sh("e2fsck", "-fy", fs)
+    sh("tune2fs", "-U", new_uuid, fs)
+    marker = f"lockgate {V2} booted from root slot b"
+    issue = work / "issue"
+    issue.write_text(f"{marker} \\l\n\n")
+    sh("debugfs", "-w", "-R", "rm /etc/issue", fs)
+    sh("debugfs", "-w", "-R", f"write {issue} /etc/issue", fs)
+    copy_bytes(fs, 0, disk, int(str(b["start"])) * 512, size)
+
+    esp_ref = f"{disk}@@{int(str(esp['start'])) * 512}"
+    slot_a = sh("mtype", "-i", esp_ref, "::/grub/slot-a.cfg", env=MTOOLS)
+    b_fs_uuid = sh("blkid", "-o", "value", "-s", "UUID", work / "root-b.ext4")  # sanity: new UUID
+    assert b_fs_uuid.strip() == new_uuid
+    old_version = slot_a.split('--id "lockgate-')[1].split('"')[0]
+    slot_b = (slot_a.replace(old_version, V2).replace("slot a", "slot b")
+              .replace(str(a["uuid"]).lower(), str(b["uuid"]).lower()))
+    fs_uuid_a = slot_a.split("--fs-uuid --set=root ")[1].split()[0]
+    slot_b = slot_b.replace(fs_uuid_a, new_uuid)
+    assert f'--id "lockgate-{V2}"' in slot_b and str(b["uuid"]).lower() in slot_b
+    (work / "slot-b.cfg").write_text(slot_b)
+    sh("mcopy", "-o", "-i", esp_ref, work / "slot-b.cfg", "::/grub/slot-b.cfg", env=MTOOLS)
+    grubenv = work / "grubenv"
+    sh("mcopy", "-o", "-i", esp_ref, "::/grub/grubenv", grubenv, env=MTOOLS)
+    sh("grub-editenv", grubenv, "set", f"saved_entry=lockgate-{V2}")
+    assert grubenv.stat().st_size == 1024
+    sh("mcopy", "-o", "-i", esp_ref, grubenv, "::/grub/grubenv", env=MTOOLS)
+    return str(b["uuid"]).lower(), marker
+
+
+def test_offline_slot_switch_boots_the_other_slot(appliance_image: Path, console_log: Path,
+                                                  tmp_path: Path) -> None:
+    for tool in ("sfdisk", "e2fsck", "tune2fs", "debugfs", "mtype", "mcopy", "grub-editenv",
+                 "blkid"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            pytest.fail(f"{tool} is missing (e2fsprogs, mtools, grub-common, fdisk)")
+    disk = tmp_path / "slots.raw"
+    sh("cp", "--sparse=always", resolve_image(appliance_image), disk)
+    partuuid_b, marker = install_slot_b(disk, tmp_path)
+    with booted(disk, cloud="nocloud", firmware="bios", console_log=console_log,
+                user_data=b"accept_license=y") as vm:
+        vm.wait_for(f"Loading lockgate {V2} from root slot b", 180, what="GRUB loading slot B")
+        vm.wait_for(rf"Command line:.*root=PARTUUID={partuuid_b}", 120,
+                    what="the kernel command line naming slot B")
+        vm.wait_firstboot(300)
+        vm.wait_for(marker, 120, what="slot B's /etc/issue on the serial getty")
+        assert "from root slot a" not in vm.console_text
