@@ -76,6 +76,7 @@ class Profile:
     name: str
     release: str
     mirror: str
+    security_mirror: str  # "" for none
     variant: Variant
     hostname: str
     firmware: Firmware
@@ -88,7 +89,8 @@ class Profile:
 
     def rootfs_key(self) -> str:
         """Cache key of the package layer: only what changes the debootstrapped tree."""
-        fields = {"release": self.release, "mirror": self.mirror, "variant": str(self.variant),
+        fields = {"release": self.release, "mirror": self.mirror,
+                  "security_mirror": self.security_mirror, "variant": str(self.variant),
                   "packages": sorted(self.packages), "drivers": sorted(self.initramfs_drivers),
                   "layer": 2}
         return _digest(fields)
@@ -179,6 +181,10 @@ def parse_profile(data: object, path: Path) -> Profile:
     mirror = top.get("mirror", str, "http://deb.debian.org/debian")
     if not re.match(r"^(https?|file)://\S+$", mirror):
         raise BadInput(f"profile: mirror: {mirror!r} is not an http(s):// or file:// URL")
+    security = top.get("security_mirror", str, "http://deb.debian.org/debian-security")
+    if security and not re.match(r"^(https?|file)://\S+$", security):
+        raise BadInput(f"profile: security_mirror: {security!r} is not an http(s):// or file:// "
+                       "URL (or \"\" for none)")
     variant = _choice("variant", top.get("variant", str, "minbase"), Variant)
     hostname = top.get("hostname", str, "lockgate")
     if not _HOSTNAME.match(hostname):
@@ -231,7 +237,8 @@ def parse_profile(data: object, path: Path) -> Profile:
     units = units_fields.strings("enable", _UNIT, "a systemd unit name", [])
     units_fields.done()
     top.done()
-    return Profile(path=path, name=name, release=release, mirror=mirror, variant=variant,
+    return Profile(path=path, name=name, release=release, mirror=mirror,
+                   security_mirror=security, variant=variant,
                    hostname=hostname, firmware=firmware, packages=packages,
                    kernel_cmdline=cmdline, initramfs_drivers=drivers, disk=disk,
                    lockgate=LockgateSource(source, constraints, requirements), units=units)

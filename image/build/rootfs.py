@@ -62,6 +62,8 @@ def mmdebstrap_argv(context: Context, target: Path, hook_dir: Path) -> list[str]
         profile.release, str(target), profile.mirror,
         f"deb {profile.mirror} {profile.release}-updates main",
     ]
+    if profile.security_mirror:
+        argv.append(f"deb {profile.security_mirror} {profile.release}-security main")
     return argv
 
 
