@@ -91,3 +91,32 @@ def test_wait_idle_gives_up_after_its_bound() -> None:
     assert not result.reached and 0.2 <= result.waited_s < 2
     assert time.monotonic() - began < 2
     assert procstat.wait_idle(max_busy_cores=64, max_wait_s=5, window_s=0.1).reached
+
+
+def test_net_tcp_tells_queued_from_accepted_connections() -> None:
+    import socket
+
+    from lockgate.benchmarks.idleconns import accepted_now, parse_net_tcp
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            ports = {c.getsockname()[1] for c in clients}
+            assert accepted_now(port, ports) == 0  # queued by the kernel, not accepted
+            conn, _ = server.accept()
+            with conn:
+                assert accepted_now(port, ports) == 1
+                assert accepted_now(port, {0}) == 0
+        finally:
+            for c in clients:
+                c.close()
+    rows = parse_net_tcp(
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+        "timeout inode\n"
+        "   0: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0"
+        "        0 147206 1 00000000288940c3 100 0 0 10 0\n")
+    assert [(r.local_port, r.remote_port, r.state, r.inode) for r in rows] == [
+        (8080, 50000, "01", 147206)]

@@ -2,9 +2,10 @@
 
 The connections send nothing (a client that connected and went quiet, the
 cheapest state a proxy can keep a connection in); the delta is scaled to
-10,000 connections. Acceptance is confirmed by the proxy's own descriptor
-count, not by a sleep: a connect() returns once the kernel queued it, before
-the proxy accepted it.
+10,000 connections. A connect() returns once the kernel has queued the
+connection, before the proxy accept()ed it; ``/proc/net/tcp`` tells the two
+apart (a queued connection's server-side socket has no inode until accepted),
+so the bench waits for that, not for a guessed delay.
 """
 
 from __future__ import annotations
@@ -20,12 +21,44 @@ from lockgate.benchmarks.servers import LOOPBACK
 from lockgate.errors import Failure
 
 MIB = 1024 * 1024
+ESTABLISHED = "01"
+
+
+@dataclass(frozen=True)
+class TcpRow:
+    local_port: int
+    remote_port: int
+    state: str
+    inode: int
+
+
+def parse_net_tcp(text: str) -> list[TcpRow]:
+    """Rows of ``/proc/net/tcp``: ``sl local rem st queues tr retr uid timeout inode ...``."""
+    rows = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        rows.append(TcpRow(int(parts[1].rpartition(":")[2], 16),
+                           int(parts[2].rpartition(":")[2], 16), parts[3], int(parts[9])))
+    return rows
+
+
+def accepted(rows: list[TcpRow], server_port: int, client_ports: set[int]) -> int:
+    """Server-side sockets of our connections that the proxy has accept()ed."""
+    return sum(1 for r in rows if r.local_port == server_port and r.state == ESTABLISHED
+               and r.remote_port in client_ports and r.inode != 0)
+
+
+def accepted_now(server_port: int, client_ports: set[int]) -> int:
+    with open("/proc/net/tcp") as f:
+        return accepted(parse_net_tcp(f.read()), server_port, client_ports)
 
 
 @dataclass(frozen=True)
 class IdleRss:
     connections: int
-    accepted: int  # descriptors the proxy gained
+    accepted: int  # connections the proxy had accept()ed when RSS was read
     rss_before: int
     rss_after: int
 
@@ -52,7 +85,6 @@ def measure_idle_rss(proxy_pid: int, port: int, connections: int,
     if limit < connections + 64:
         raise Failure(f"RLIMIT_NOFILE is {limit}; {connections} idle connections need more "
                       "(raise the hard limit or pass --idle-connections)")
-    fds_before = procstat.tree_fd_count(proxy_pid)
     rss_before = procstat.tree_rss_bytes(proxy_pid)
     sockets: list[socket.socket] = []
     try:
@@ -62,19 +94,17 @@ def measure_idle_rss(proxy_pid: int, port: int, connections: int,
             sockets.append(sock)
             sock.settimeout(max(0.5, deadline - time.monotonic()))
             sock.connect((LOOPBACK, port))
-        # Every accepted connection is one more descriptor in the proxy (HTTP: no
-        # backend connection until a request arrives); wait for all of them.
-        accepted = 0
+        ports = {int(sock.getsockname()[1]) for sock in sockets}
         while True:
-            accepted = procstat.tree_fd_count(proxy_pid) - fds_before
-            if accepted >= connections or time.monotonic() > deadline:
+            count = accepted_now(port, ports)
+            if count >= connections or time.monotonic() > deadline:
                 break
             time.sleep(0.05)  # nothing to wait on: accept() happens in another process
-        if accepted < connections * 0.98:
-            raise Failure(f"only {accepted} of {connections} idle connections were accepted "
+        if count < connections:
+            raise Failure(f"only {count} of {connections} idle connections were accepted "
                           f"by the proxy on port {port} within {timeout:g} s")
         rss_after = procstat.tree_rss_bytes(proxy_pid)
-        return IdleRss(connections, accepted, rss_before, rss_after)
+        return IdleRss(connections, count, rss_before, rss_after)
     finally:
         for sock in sockets:
             with contextlib.suppress(OSError):

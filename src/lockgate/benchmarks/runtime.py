@@ -38,6 +38,7 @@ from lockgate.benchmarks.servers import (
     nginx_backend,
 )
 from lockgate.benchmarks.wrk import WrkResult, run_wrk
+from lockgate.errors import Failure
 
 PROXIES = ("haproxy", "lockgate")
 MODES = ("http", "tcp")
@@ -109,6 +110,7 @@ class RuntimeReport:
     lockgate_missing: str | None = None
     cases: list[Case] = field(default_factory=list)
     idle_rss: dict[str, list[IdleRss]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def case(self, rnd: int, proxy: str, mode: str, workers: int) -> Case | None:
         for c in self.cases:
@@ -178,11 +180,21 @@ def run_runtime(opts: RuntimeOptions) -> RuntimeReport:
                                 rnd, proxy, mode, workers, pinned, f"http://127.0.0.1:{port}/",
                                 child.pid, nginx.pid, opts))
                         if workers == 1 and opts.idle_connections > 0:
-                            rss = measure_idle_rss(child.pid, ports.http, opts.idle_connections)
-                            report.idle_rss.setdefault(proxy, []).append(rss)
-                            say(f"  {proxy:<8} {opts.idle_connections} idle connections: "
-                                f"{rss.per_10k_mib:.1f} MiB per 10k")
+                            idle_rss(report, rnd, proxy, child.pid, ports.http)
     return report
+
+
+def idle_rss(report: RuntimeReport, rnd: int, proxy: str, pid: int, port: int) -> None:
+    """One idle-memory figure; a failure is noted, not fatal to the throughput figures."""
+    count = report.options.idle_connections
+    try:
+        rss = measure_idle_rss(pid, port, count)
+    except Failure as exc:
+        report.notes.append(f"round {rnd} {proxy} idle connections: {exc.format_message()}")
+        say(f"  {proxy:<8} idle connections: FAILED: {exc.format_message()}")
+        return
+    report.idle_rss.setdefault(proxy, []).append(rss)
+    say(f"  {proxy:<8} {count} idle connections: {rss.per_10k_mib:.1f} MiB per 10k")
 
 
 # --- reporting ------------------------------------------------------------------
@@ -260,6 +272,8 @@ def summary(report: RuntimeReport) -> dict[str, Any]:
     }
     if report.lockgate_missing:
         out["lockgate_missing"] = report.lockgate_missing
+    if report.notes:
+        out["runtime_notes"] = list(report.notes)
     return out
 
 
@@ -305,6 +319,8 @@ def tables(report: RuntimeReport, data: dict[str, Any]) -> Iterator[str]:
         rows = [[proxy, fmt(v, ".1f")] for proxy, v in data["rss_per_10k_idle_mib"].items()]
         yield table(["proxy (1 worker)", "RSS MiB per 10k idle conns"], rows,
                     f"Idle connections: {opts.idle_connections} connected, silent, scaled to 10k")
+    for note in report.notes:
+        yield f"NOTE: {note}"
     if data["invalid_cases"]:
         yield ""
         yield ("Cases with more than 1 % failed requests (their ratios are left out, "
