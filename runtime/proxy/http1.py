@@ -347,6 +347,7 @@ class ResponseReader:
         if status == 101:
             self.status = status
             self.started = True
+            self._mode = 0
             self.events.append((R_HEAD, _encode_status(status, self._reason, headers,
                                                        b"Connection: upgrade\r\n")))
             return
@@ -392,8 +393,8 @@ class ResponseReader:
         self.events.append((R_BODY, chunk(body) if self._mode == 1 else body))
 
     def on_message_complete(self) -> None:
-        if self.status == 0 or self.complete:
-            return  # interim 1xx, or the HEAD answer already finished
+        if self.status in (0, 101) or self.complete:
+            return  # interim 1xx, a tunnel starting, or the HEAD answer already finished
         self.events.append((R_END, LAST_CHUNK if self._mode == 1 else b""))
         self._finish(self._parser.should_keep_alive())
 

@@ -163,6 +163,26 @@ def test_raw_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
             assert data.index(b"\r\n\r\na") < data.index(b'"Host"') < data.index(b"piece-1;")
 
 
+def test_expect_100_continue_and_upgrade_tunnel(tmp_path: Path) -> None:
+    port = free_port()
+    with backends("a") as (a,):
+        config = {"virtual_servers": {"web": vs(port)}, "pools": {"web": pool_of(a.address)}}
+        with runtime(tmp_path, config), socket.create_connection(("127.0.0.1", port), 10) as s:
+            s.settimeout(10)
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                      b"Expect: 100-continue\r\n\r\n")
+            assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"  # from the node, passed on
+            s.sendall(b"hello")
+            data = _read_until(s, b"0\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 200 ") and b"5\r\nhello\r\n" in data
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: lockgate-test\r\n\r\nfirst\n")
+            data = _read_until(s, b"echo:first\n")
+            assert data.startswith(b"HTTP/1.1 101 ") and b"Upgrade: lockgate-test" in data
+            s.sendall(b"second\n")
+            assert _read_until(s, b"echo:second\n") == b"echo:second\n"
+
+
 def test_errors_431_400_503_502(tmp_path: Path) -> None:
     port, dead_port = free_port(), free_port()
     with backends("a") as (a,):
@@ -321,6 +341,17 @@ def test_graceful_stop_finishes_the_request_in_flight(tmp_path: Path) -> None:
 
 def _port_of(config: dict, name: str) -> int:
     return int(config["virtual_servers"][name]["properties"]["basic"]["port"])
+
+
+def _read_until(s: socket.socket, end: bytes) -> bytes:
+    """Read until ``end`` arrives; the connection closing first fails the test."""
+    s.settimeout(10)
+    data = b""
+    while end not in data:
+        piece = s.recv(65536)
+        assert piece, f"closed before {end!r}; got {data!r}"
+        data += piece
+    return data
 
 
 def _read_all(s: socket.socket) -> bytes:

@@ -97,6 +97,16 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(block)
                     sent += len(block)
                     self.server.big_sent = sent
+        elif path == "/ws" and self.headers.get("Upgrade"):
+            self.send_response(101)
+            self.send_header("Upgrade", self.headers["Upgrade"])
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while line := self.rfile.readline():  # echo lines until the client closes
+                self.wfile.write(b"echo:" + line)
+                self.wfile.flush()
+            self.close_connection = True
         elif path == "/garbage":
             self.wfile.write(b"THIS IS NOT HTTP\r\n\r\n")
             self.close_connection = True

@@ -235,7 +235,7 @@ def test_101_switches_to_tunnel() -> None:
                               b"Connection: Upgrade\r\n\r\nframe")
     assert reader.status == 101
     assert b"Upgrade: websocket\r\n" in events[0][1] and b"Connection: upgrade\r\n" in events[0][1]
-    assert events[-1] == (R_UPGRADE, b"frame")
+    assert [k for k, _ in events] == [R_HEAD, R_UPGRADE] and events[-1] == (R_UPGRADE, b"frame")
 
 
 def test_garbage_from_node_is_a_protocol_error() -> None:
