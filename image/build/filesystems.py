@@ -54,7 +54,7 @@ def make_ext4(context: Context, tree: Path, image: Path, size: int, fs_uuid: uui
     set_tree_times(tree, epoch)
     run(["mkfs.ext4", "-q", "-F", "-L", label, "-U", str(fs_uuid), "-m", "0", "-b", "4096",
          "-E", f"hash_seed={fs_uuid},root_owner=0:0,lazy_itable_init=0,nodiscard",
-         "-d", tree, image, f"{size // 1024}k"], env=context.env)
+         "-d", tree, image, f"{size // 1024}k"], env=context.env, capture=True)
     script = context.work_dir / f"{image.name}.debugfs"
     script.write_text(ctime_script(tree, epoch))
     run(["debugfs", "-w", "-f", script, image], env=context.env, capture=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import sys
 from pathlib import Path
 
 from lockgate.image.build.context import Artifact, Context
@@ -22,6 +23,11 @@ def sha256_file(path: Path) -> str:
 
 def artifact(fmt: str, path: Path) -> Artifact:
     return Artifact(format=fmt, path=path, sha256=sha256_file(path), size=path.stat().st_size)
+
+
+def progress_flag() -> list[str]:
+    """``qemu-img -p`` (a percent line) when someone is watching a terminal."""
+    return ["-p"] if sys.stdout.isatty() else []
 
 
 def write_format(context: Context, name: str) -> Artifact:

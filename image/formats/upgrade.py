@@ -23,7 +23,7 @@ BUNDLE_FORMAT = "lockgate-upgrade/1"
 
 def bundle_manifest(context: Context) -> dict[str, object]:
     rootfs = context.root_image
-    return {"format": BUNDLE_FORMAT, "version": context.version,
+    return {"format": BUNDLE_FORMAT, "version": context.version, "grub_entry": context.entry_id,
             "source_date_epoch": context.source_date_epoch,
             "rootfs": {"path": "rootfs.ext4", "size": rootfs.stat().st_size,
                        "sha256": sha256_file(rootfs),

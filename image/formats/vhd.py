@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from lockgate.image.build.context import Artifact, Context
-from lockgate.image.formats import artifact
+from lockgate.image.formats import artifact, progress_flag
 from lockgate.proc import run
 
 MiB = 1024 * 1024
@@ -54,7 +54,7 @@ def parse_footer(footer: bytes) -> dict[str, int | str]:
 
 
 def convert_argv(source: str, target: str) -> list[str]:
-    return ["qemu-img", "convert", "-q", "-f", "raw", "-O", "vpc",
+    return ["qemu-img", "convert", *(progress_flag() or ["-q"]), "-f", "raw", "-O", "vpc",
             "-o", "subformat=fixed,force_size=on", source, target]
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from lockgate.image.build.context import Artifact, Context
-from lockgate.image.formats import artifact
+from lockgate.image.formats import artifact, progress_flag
 from lockgate.proc import run
 
 
 def convert_argv(source: str, target: str) -> list[str]:
-    return ["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk",
+    return ["qemu-img", "convert", *(progress_flag() or ["-q"]), "-f", "raw", "-O", "vmdk",
             "-o", "subformat=streamOptimized", source, target]
 
 

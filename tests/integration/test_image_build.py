@@ -116,6 +116,34 @@ def test_root_slot_filesystem(built: Path, manifest: Manifest, tmp_path: Path) -
     assert os.readlink(tree / "opt/lockgate/bin/python3") == "/usr/bin/python3"
 
 
+def test_debian_grub_tools_work_on_the_appliance_layout(built: Path, manifest: Manifest,
+                                                       tmp_path: Path) -> None:
+    """grub-reboot / grub-set-default, run in the image, change the ESP's grubenv."""
+    start, _ = root_partition(manifest)
+    raw = built / f"lockgate-{VERSION}.raw"
+    tree = tmp_path / "root"
+    tree.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump /usr /etc /boot {tree}", f"{raw}?offset={start}"],
+                   check=True, capture_output=True)
+    for link in ("bin", "sbin", "lib", "lib64"):
+        (tree / link).symlink_to(f"usr/{link}")
+    esp = next(p for p in manifest["partitions"] if p["name"] == "ESP")
+    (tree / "boot/efi").mkdir(exist_ok=True)
+    subprocess.run(["mcopy", "-s", "-i", f"{raw}@@{esp['start']}", "::/grub", str(tree / "boot/efi")],
+                   check=True)
+
+    def chroot(*argv: str) -> str:
+        return subprocess.run(["chroot", str(tree), *argv], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    chroot("/usr/sbin/grub-reboot", "lockgate-9.9")
+    assert "next_entry=lockgate-9.9" in chroot("/usr/bin/grub-editenv", "list")
+    chroot("/usr/sbin/grub-set-default", "lockgate-9.9")
+    listed = chroot("/usr/bin/grub-editenv", "list")
+    assert "saved_entry=lockgate-9.9" in listed
+    assert (tree / "boot/efi/grub/grubenv").stat().st_size == 1024
+
+
 def test_esp_holds_grub_for_both_firmwares(built: Path, manifest: Manifest, tmp_path: Path) -> None:
     esp = next(p for p in manifest["partitions"] if p["name"] == "ESP")
     image = f"{built / f'lockgate-{VERSION}.raw'}@@{esp['start']}"
