@@ -107,6 +107,9 @@ class ProtocolError(Exception):
         self.status = status
 
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})  # name no other header
+
+
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
@@ -191,7 +194,8 @@ class RequestReader:
                     head.keep_alive = False
                 if b"upgrade" in tokens:
                     head.upgrade = head.upgrade or b""
-                head.headers.append((b"\x00connection", value))  # filtered at head end
+                if not tokens <= _PLAIN_CONNECTION:  # it names other headers: drop them at the end
+                    head.headers.append((b"\x00connection", value))
             elif lname == b"transfer-encoding":
                 head.chunked = True
             elif lname == b"upgrade":
@@ -331,7 +335,7 @@ class ResponseReader:
         if lname in HOP_BY_HOP:
             if lname == b"transfer-encoding":
                 self._node_chunked = True
-            elif lname == b"connection":
+            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                 self._headers.append((b"\x00connection", value))
             elif lname == b"upgrade":
                 self._headers.append((name, value))  # kept for 101 answers only

@@ -209,3 +209,29 @@ def test_wrk_keepalive_load_has_no_errors(tmp_path: Path) -> None:
         with runtime(tmp_path, config):
             total, out = wrk_result(run_wrk(f"http://127.0.0.1:{port}/", 2, connections=50))
             assert total > 1000 and "Non-2xx" not in out and "Socket errors" not in out, out
+
+
+def test_moving_a_listener_keeps_established_connections(tmp_path: Path) -> None:
+    port, new_port = free_port(), free_port()
+    with backends("a", "b") as (a, b):
+        config = {"virtual_servers": {"web": vs(port)}, "pools": {"web": pool_of(a.address)}}
+        with runtime(tmp_path, config) as rt:
+            kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            assert get(port, "/", conn=kept)[2] == b"a"
+            store = ConfigStore(rt.state_dir)
+            store.put("pools", "web", pool_of(b.address))
+            store.put("virtual_servers", "web", vs(new_port))
+            notify_reload(rt.state_dir)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                except ConnectionRefusedError:
+                    break  # the old listener is closed
+                time.sleep(0.05)  # the reload is applied within ~1 s; bounded
+            else:
+                raise AssertionError("old listener still open after reload")
+            assert get(new_port, "/")[2] == b"b"
+            # the connection accepted on the old listener still works, with the new pool
+            assert get(port, "/", conn=kept)[2] == b"b"
+            kept.close()
