@@ -23,9 +23,11 @@ VENV = Path("/opt/lockgate")
 COMMANDS = ("lockgate", "z-initial-config", "z-reset-password", "z-expand-logs-partition",
             "start-lockgate", "stop-lockgate")
 STAGING = Path("/tmp/lockgate-wheels")  # inside the rootfs, removed afterwards
-# Never copied into the wheel build: VCS data, environments, outputs, caches.
-SKIP = {".git", ".venv", "build", "cache", "dist", "__pycache__", ".mypy_cache",
-        ".pytest_cache", ".ruff_cache", "node_modules", "tests"}
+# Never copied into the wheel build: VCS data, environments, caches anywhere;
+# outputs and tests only at the top (image/build/ is a package, not an output).
+SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+        "node_modules"}
+SKIP_TOP = {"build", "cache", "dist", "tests"}
 
 
 def _host_python() -> str:
@@ -65,8 +67,9 @@ def build_lockgate_wheel(context: Context) -> Path:
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         here = Path(folder).resolve()
-        return {n for n in names if n in SKIP or n.endswith(".egg-info")
-                or (here / n) in skip_abs}
+        top = here == source.resolve()
+        return {n for n in names if n in SKIP or (top and n in SKIP_TOP)
+                or n.endswith(".egg-info") or (here / n) in skip_abs}
 
     shutil.copytree(source, copy, ignore=ignore, symlinks=True)
     run([_host_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",

@@ -1,0 +1,33 @@
+"""lockgate's wheel for the image: built from a clean copy, with every part and its data."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from lockgate.image.build.context import Context
+from lockgate.image.build.install import build_lockgate_wheel
+from lockgate.image.build.profile import load_profile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_wheel_has_all_parts_and_unit_files(tmp_path: Path) -> None:
+    profile = load_profile(REPO / "image/profiles/appliance.yaml")
+    ctx = Context(profile=profile, version="1.0", source_date_epoch=1700000000,
+                  formats=("raw",), out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    ctx.work_dir.mkdir(parents=True)
+    wheel = build_lockgate_wheel(ctx)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for wanted in ("lockgate/cli.py", "lockgate/image/build/pipeline.py",
+                   "lockgate/image/templates/grub.cfg.j2", "lockgate/image/profiles/appliance.yaml",
+                   "lockgate/firstboot/units/lockgate-firstboot.service",
+                   "lockgate/runtime/units/lockgate.service"):
+        assert wanted in names, wanted
+    assert not any(n.startswith(("tests/", "build/", "lockgate/tests/")) for n in names)
+    assert not any("__pycache__" in n for n in names)
+    # The checkout itself is left as it was: no build/ or egg-info written into it.
+    assert not (REPO / "image/lockgate.egg-info").exists()
