@@ -75,7 +75,13 @@ class WorkerStartError(Exception):
 
 
 class Supervisor:
-    """Starts N workers, restarts crashed ones, forwards SIGHUP, stops gracefully on SIGTERM."""
+    """Starts N workers, restarts crashed ones, forwards SIGHUP, stops gracefully on SIGTERM.
+
+    Every worker (also a restarted one) writes ``"<slot> <pid> <listeners>"`` on the
+    ready pipe once its listeners are up. SIGHUP goes only to ready workers: one
+    still starting has no handler yet (SIGHUP would kill it) and reads the newest
+    store anyway.
+    """
 
     def __init__(self, state_dir: Path, workers: int, grace: float = 10.0) -> None:
         self.state_dir = Path(state_dir)
@@ -83,76 +89,76 @@ class Supervisor:
         self.grace = grace
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
+        self.ready: dict[int, int] = {}  # slot -> pid of the worker that said it is ready
         self.listening: list[str] = []
         self.stop_event = asyncio.Event()
         self.restarts = 0
+        self._ready_r = -1
+        self._ready_w = -1
+        self._buffer = b""
+        self._ready_changed = asyncio.Event()
 
     async def startup(self) -> None:
-        folder = run_folder(self.state_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("worker-*.json"):
-            stale.unlink()  # totals restart with the service
-        ready_r, ready_w = os.pipe()
-        os.set_blocking(ready_r, False)
-        try:
-            for slot in range(self.count):
-                self._spawn(slot, ready_w)
-        finally:
-            os.close(ready_w)
-        try:
-            await self._wait_ready(ready_r)
-        except BaseException:
-            await self._stop_workers(0.5)
-            raise
-        finally:
-            os.close(ready_r)
-        pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
         loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
-
-    async def _wait_ready(self, ready_r: int) -> None:
-        loop = asyncio.get_running_loop()
-        lines: list[str] = []
-        buffer = b""
-        got_data = asyncio.Event()
-        loop.add_reader(ready_r, got_data.set)
-        deadline = loop.time() + READY_TIMEOUT
+        folder = run_folder(self.state_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("worker-*.json"):
+            stale.unlink()  # totals restart with the service
+        self._ready_r, self._ready_w = os.pipe()
+        os.set_blocking(self._ready_r, False)
+        loop.add_reader(self._ready_r, self._read_ready)
+        for slot in range(self.count):
+            self._spawn(slot)
         try:
-            while len(lines) < self.count:
-                for slot, proc in self.procs.items():
-                    if proc.poll() is not None:
-                        raise WorkerStartError(f"worker {slot} exited with status {proc.returncode} "
-                                               "before it was ready (see its message above)")
-                if loop.time() > deadline:
-                    raise WorkerStartError(f"workers not ready after {READY_TIMEOUT:.0f} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(got_data.wait(), POLL_INTERVAL)
-                got_data.clear()
-                try:
-                    chunk = os.read(ready_r, 4096)
-                except BlockingIOError:
-                    continue
-                buffer += chunk
-                *done, buffer = buffer.split(b"\n")
-                lines += [line.decode() for line in done]
-                if not chunk and len(lines) < self.count:
-                    await asyncio.sleep(POLL_INTERVAL)  # all writers gone: let poll() see why
-        finally:
-            loop.remove_reader(ready_r)
-        listening: set[str] = set()
-        for line in lines:
-            _, _, addresses = line.partition(" ")
-            listening.update(a for a in addresses.split(",") if a)
-        self.listening = sorted(listening)
+            await self._wait_ready()
+        except BaseException:
+            await self._stop_workers(0.5)
+            self._close_pipe()
+            raise
+        pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
 
-    def _spawn(self, slot: int, ready_fd: int | None = None) -> None:
-        self.procs[slot] = start_worker_process(self.state_dir, slot, ready_fd, self.grace)
+    def _read_ready(self) -> None:
+        try:
+            self._buffer += os.read(self._ready_r, 4096)
+        except BlockingIOError:
+            return
+        *lines, self._buffer = self._buffer.split(b"\n")
+        listening = set(self.listening)
+        for line in lines:
+            slot, pid, *addresses = line.decode().split(" ")
+            self.ready[int(slot)] = int(pid)
+            listening.update(a for a in ",".join(addresses).split(",") if a)
+        self.listening = sorted(listening)
+        self._ready_changed.set()
+
+    async def _wait_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READY_TIMEOUT
+        while len(self.ready) < self.count:
+            for slot, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise WorkerStartError(f"worker {slot} exited with status {proc.returncode} "
+                                           "before it was ready (see its message above)")
+            if loop.time() > deadline:
+                raise WorkerStartError(f"workers not ready after {READY_TIMEOUT:.0f} s")
+            if self.stop_event.is_set():
+                raise WorkerStartError("stopped while starting")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready_changed.wait(), POLL_INTERVAL)
+            self._ready_changed.clear()
+
+    def _spawn(self, slot: int) -> None:
+        self.ready.pop(slot, None)
+        self.procs[slot] = start_worker_process(self.state_dir, slot, self._ready_w, self.grace)
         self.started[slot] = time.monotonic()
 
     def forward(self, signum: int) -> None:
-        for proc in self.procs.values():
+        for slot, proc in self.procs.items():
+            if signum == signal.SIGHUP and self.ready.get(slot) != proc.pid:
+                continue
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signum)
@@ -182,6 +188,14 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             pid_file(self.state_dir).unlink()
         await self._stop_workers(self.grace + 5.0)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._ready_r >= 0:
+            asyncio.get_running_loop().remove_reader(self._ready_r)
+            os.close(self._ready_r)
+            os.close(self._ready_w)
+            self._ready_r = self._ready_w = -1
 
     async def _stop_workers(self, timeout: float) -> None:
         self.forward(signal.SIGTERM)

@@ -274,7 +274,8 @@ async def run_worker(state_dir: Path, slot: int, ready_fd: int | None, grace: fl
         print(f"lockgate worker {slot}: {exc}", file=sys.stderr, flush=True)
         return 3
     if ready_fd is not None:
-        os.write(ready_fd, f"{slot} {','.join(worker.listening())}\n".encode())
+        # one write of a short line: atomic on a pipe even with other workers writing
+        os.write(ready_fd, f"{slot} {os.getpid()} {','.join(worker.listening())}\n".encode())
         os.close(ready_fd)
     try:
         await worker.main_loop()
@@ -291,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--parent", type=int, help="supervisor pid: exit when it is gone")
     args = parser.parse_args(argv)
+    # Until the loop's handler is installed a reload request must not kill us; the
+    # store is read after this, so nothing is missed.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if args.parent is not None:
         _die_with_parent(args.parent)
     logging.basicConfig(level=logging.WARNING, format=f"worker {args.slot}: %(levelname)s %(message)s")
