@@ -29,7 +29,7 @@ MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("firmware", re.compile(r"SeaBIOS \(version|BdsDxe: (loading|starting)")),
     ("GRUB", re.compile(r"GRUB|Booting `|Loading Linux")),
     ("Linux kernel", re.compile(r"Linux version \d")),
-    ("systemd", re.compile(r"systemd\[1\]|Welcome to ")),
+    ("systemd", re.compile(r"systemd\[1\]|Welcome to (Debian|.*GNU/Linux)")),
     ("first boot done", FIRSTBOOT_RE),
     ("runtime serving", RUNTIME_RE),
 )

@@ -109,7 +109,7 @@ class Vm:
         except subprocess.TimeoutExpired:
             return None
 
-    def shutdown(self, powerdown_timeout: float = 60.0) -> str:
+    def shutdown(self, powerdown_timeout: float = 30.0) -> str:
         if self._stopped is None:
             self._stopped = self.process.stop(self.spec.qmp_socket, powerdown_timeout)
             self.console.join()
@@ -154,7 +154,7 @@ def booted(
     instance_id: str | None = None,
     disk_size: int | None = None,
     on_milestone: Callable[[str, float], None] | None = None,
-    powerdown_timeout: float = 60.0,
+    powerdown_timeout: float = 30.0,
 ) -> Iterator[Vm]:
     """Boot ``image`` (a disk file or a build folder) and yield the running :class:`Vm`.
 

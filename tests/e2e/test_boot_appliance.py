@@ -45,7 +45,7 @@ def _assert_password(vm: Vm, password: str, pin: str) -> None:
 
 def _boot_with_password(image: Path, log: Path, cloud: str, firmware: str) -> None:
     password = _password()
-    with booted(image, cloud=cloud, firmware=firmware, console_log=log,
+    with booted(image, cloud=cloud, firmware=firmware, console_log=log, powerdown_timeout=20,
                 user_data=f"password={password} accept_license=y") as vm:
         pin = _assert_ready(vm, source=cloud)
         _assert_password(vm, password, pin)
@@ -72,7 +72,8 @@ def test_nocloud_user_data_sets_the_password(appliance_image: Path, console_log:
 
 def test_without_user_data_the_console_alone_shows_how_to_finish_and_a_random_password(
         appliance_image: Path, console_log: Path) -> None:
-    with booted(appliance_image, cloud="ec2", firmware="bios", console_log=console_log) as vm:
+    with booted(appliance_image, cloud="ec2", firmware="bios", console_log=console_log,
+                powerdown_timeout=20) as vm:
         pin = _assert_ready(vm, source="ec2", state="needs-initial-configuration")
         text = vm.console_text
         match = re.search(r"generated password for '?admin'?: (\S+)", text)

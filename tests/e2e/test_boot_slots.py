@@ -23,6 +23,8 @@ from lockgate.image.boot.vm import booted
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 V2 = "0.2.0-e2e"
+MIB = 1024 * 1024
+GROW = 1024 * MIB
 MTOOLS = {"MTOOLS_SKIP_CHECK": "1"}
 
 
@@ -87,7 +89,7 @@ def install_slot_b(disk: Path, work: Path) -> tuple[str, str]:
     return str(b["uuid"]).lower(), marker
 
 
-def test_offline_slot_switch_boots_the_other_slot(appliance_image: Path, console_log: Path,
+def test_offline_slot_switch_boots_the_other_slot_and_the_data_partition_grows(appliance_image: Path, console_log: Path,
                                                   tmp_path: Path) -> None:
     for tool in ("sfdisk", "e2fsck", "tune2fs", "debugfs", "mtype", "mcopy", "grub-editenv",
                  "blkid"):
@@ -96,11 +98,35 @@ def test_offline_slot_switch_boots_the_other_slot(appliance_image: Path, console
     disk = tmp_path / "slots.raw"
     sh("cp", "--sparse=always", resolve_image(appliance_image), disk)
     partuuid_b, marker = install_slot_b(disk, tmp_path)
-    with booted(disk, cloud="nocloud", firmware="bios", console_log=console_log,
-                user_data=b"accept_license=y") as vm:
+    # The same boot also proves z-expand-logs-partition: a disk 1 GiB bigger than the image
+    # (as a cloud disk would be) ends up with the data partition and its ext4 filling it.
+    data_before = partitions(disk)["data"]
+    grown = disk.stat().st_size + GROW
+    with disk.open("r+b") as fh:
+        fh.truncate(grown)
+    with booted(disk, cloud="nocloud", firmware="bios", console_log=console_log, persist=True,
+                user_data=b"accept_license=y", powerdown_timeout=20) as vm:
         vm.wait_for(f"Loading lockgate {V2} from root slot b", 180, what="GRUB loading slot B")
         vm.wait_for(rf"Command line:.*root=PARTUUID={partuuid_b}", 120,
                     what="the kernel command line naming slot B")
         vm.wait_firstboot(300)
         vm.wait_for(marker, 120, what="slot B's /etc/issue on the serial getty")
         assert "from root slot a" not in vm.console_text
+    assert_data_partition_grew(disk, data_before, grown, tmp_path)
+
+
+def assert_data_partition_grew(disk: Path, before: dict[str, object], disk_size: int,
+                               work: Path) -> None:
+    after = partitions(disk)["data"]
+    assert after["start"] == before["start"] and after["uuid"] == before["uuid"]
+    end = (int(str(after["start"])) + int(str(after["size"]))) * 512
+    assert disk_size - 2 * MIB <= end <= disk_size - 33 * 512, (before, after)
+    # The filesystem was resized online; replay its journal on a copy before reading it.
+    part = work / "data.ext4"
+    size = int(str(after["size"])) * 512
+    copy_bytes(disk, int(str(after["start"])) * 512, part, 0, size)
+    subprocess.run(["e2fsck", "-fy", str(part)], capture_output=True, timeout=300)
+    info = sh("dumpe2fs", "-h", part)
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fs_bytes = int(fields["Block count"]) * int(fields["Block size"])
+    assert fs_bytes >= size - 4 * MIB, f"ext4 has {fs_bytes} bytes of a {size}-byte partition"
