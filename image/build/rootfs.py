@@ -80,9 +80,13 @@ def build_rootfs(context: Context) -> None:
         hook = hook_dir / "lockgate-drivers"
         hook.write_text(DRIVER_HOOK.format(modules=" ".join(context.profile.initramfs_drivers)))
         hook.chmod(0o755)
-        partial = tarball.with_suffix(".partial")
-        run(mmdebstrap_argv(context, partial, hook_dir), env=context.env)
-        os.replace(partial, tarball)
+        # Unique per process: two builds missing the cache at once must not share a file.
+        partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
+        try:
+            run(mmdebstrap_argv(context, partial, hook_dir), env=context.env)
+            os.replace(partial, tarball)
+        finally:
+            partial.unlink(missing_ok=True)
     if context.rootfs.exists():
         shutil.rmtree(context.rootfs)
     context.rootfs.mkdir(parents=True)
