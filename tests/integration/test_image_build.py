@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,26 @@ Manifest = dict[str, Any]
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-def build(out: Path, formats: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The appliance profile pointed at a frozen copy of the checkout.
+
+    Both builds of the reproducibility test then install the same lockgate,
+    even while the checkout changes under them.
+    """
+    snapshot = tmp_path_factory.mktemp("checkout") / "lockgate"
+    skip = {".git", ".venv", "build", "cache", "__pycache__", ".mypy_cache", ".pytest_cache",
+            ".ruff_cache", "node_modules"}
+    shutil.copytree(REPO, snapshot, ignore=lambda _d, names: {n for n in names if n in skip})
+    path = snapshot / "image/profiles/appliance.yaml"
+    assert "source: ../.." in path.read_text()
+    return path
+
+
+def build(profile: Path, out: Path, formats: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "lockgate", "image", "build", "--version", VERSION,
+         "--profile", str(profile),
          "--formats", formats, "--out", str(out), "--cache-dir", str(CACHE)],
         cwd=REPO, capture_output=True, text=True, timeout=1200,
         env={**os.environ, "SOURCE_DATE_EPOCH": "1750000000"})
@@ -41,9 +59,9 @@ def build(out: Path, formats: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory, profile: Path) -> Path:
     out = tmp_path_factory.mktemp("image")
-    proc = build(out, "all")
+    proc = build(profile, out, "all")
     for step in ("build_rootfs", "install_lockgate", "make_disk", "write_manifest"):
         assert re.search(rf"    {step} done in \d+\.\d s", proc.stdout), step
     return out
@@ -159,8 +177,8 @@ def test_esp_holds_grub_for_both_firmwares(built: Path, manifest: Manifest, tmp_
 
 
 def test_same_profile_and_version_give_the_same_raw_disk(built: Path, manifest: Manifest,
-                                                          tmp_path: Path) -> None:
-    build(tmp_path / "again", "raw")
+                                                          profile: Path, tmp_path: Path) -> None:
+    build(profile, tmp_path / "again", "raw")
     raw = next(a for a in manifest["artifacts"] if a["format"] == "raw")
     assert sha256(tmp_path / "again" / f"lockgate-{VERSION}.raw") == raw["sha256"]
 
