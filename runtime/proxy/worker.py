@@ -45,8 +45,22 @@ class ListenerError(Exception):
 
 
 def listener_keys(vs: VirtualServer) -> list[tuple[Any, ...]]:
+    """What a listening socket depends on; an unchanged key keeps the socket open on reload.
+    Certificate files' mtimes are part of it, so a renewed certificate at the same path is
+    picked up by a reload (new listener first, then the old one closes)."""
+    files: tuple[Any, ...] = ()
+    if vs.ssl_decrypt:
+        paths = [vs.cert_file, vs.key_file, *(p for s in vs.sni for p in (s.cert_file, s.key_file))]
+        files = tuple(_mtime(p) for p in paths)
     return [(vs.name, host, vs.port, vs.protocol, vs.ssl_decrypt, vs.cert_file, vs.key_file,
-             vs.sni) for host in vs.listen_on_hosts]
+             vs.sni, files) for host in vs.listen_on_hosts]
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1  # missing: loading it will say so
 
 
 def make_ssl_context(vs: VirtualServer) -> ssl.SSLContext:
@@ -168,8 +182,9 @@ class Worker:
             log.error("worker %d: cannot read the config store, keeping version %d: %s",
                       self.slot, self.version, exc)
             return
-        if config.version != self.version:
-            await self.apply(config, strict=False)
+        # Applied even when the version is the same: SIGHUP also means "re-read the
+        # certificate files"; unchanged listeners and pools stay as they are.
+        await self.apply(config, strict=False)
 
     async def apply(self, config: Config, strict: bool) -> None:
         """Make ``config`` the running one without dropping connections."""

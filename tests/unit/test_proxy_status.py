@@ -1,0 +1,48 @@
+"""status.snapshot sums worker files; the worst node state wins; notify_reload finds serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from lockgate.runtime import status
+from lockgate.runtime.workers import notify_reload, pid_file
+
+
+def worker(requests: int, state: str, current: int = 1) -> dict:
+    return {"pid": 1, "virtual_servers": {"web": {
+        "requests": requests, "bytes_in": 10, "bytes_out": 20, "connections_current": current,
+        "connections_total": 3, "errors": 1}},
+        "pools": {"web": {"nodes": {"127.0.0.1:80": {
+            "state": state, "connections": 2, "requests": requests, "failures": 0}}}}}
+
+
+def test_snapshot_sums_workers_and_worst_state_wins(tmp_path: Path) -> None:
+    assert status.snapshot(tmp_path) == {"virtual_servers": {}, "pools": {}}
+    status.run_folder(tmp_path).mkdir(parents=True)
+    status.write_worker_status(tmp_path, 0, worker(5, "alive"))
+    status.write_worker_status(tmp_path, 1, worker(7, "dead", current=0))
+    (status.run_folder(tmp_path) / "worker-2.json").write_text('{"half": ')  # being replaced
+    snap = status.snapshot(tmp_path)
+    assert snap["virtual_servers"]["web"] == {
+        "requests": 12, "bytes_in": 20, "bytes_out": 40, "connections_current": 1,
+        "connections_total": 6, "errors": 2}
+    assert snap["pools"]["web"]["nodes"]["127.0.0.1:80"] == {
+        "state": "dead", "connections": 4, "requests": 12, "failures": 0}
+    assert status.read_worker_status(tmp_path, 1)["virtual_servers"]["web"]["requests"] == 7
+
+
+def test_notify_reload_signals_the_supervisor_named_in_the_pid_file(tmp_path: Path) -> None:
+    assert notify_reload(tmp_path) is False  # nothing serving
+    status.run_folder(tmp_path).mkdir(parents=True)
+    received: list[int] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: received.append(signum))
+    try:
+        pid_file(tmp_path).write_text(f"{os.getpid()}\n")
+        assert notify_reload(tmp_path) is True
+        assert received == [signal.SIGHUP]
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    pid_file(tmp_path).write_text("999999999\n")  # a stale file from a crashed serve
+    assert notify_reload(tmp_path) is False
