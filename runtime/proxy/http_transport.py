@@ -421,7 +421,8 @@ class HttpClient(asyncio.Protocol):
         else:
             backend.close()
         self.head = None
-        if not reader.client_keep_alive or ctx.stopping or self.upgrading or self.client_eof:
+        if (not reader.client_keep_alive or ctx.stopping or self.upgrading
+                or (self.client_eof and not self.reader.events)):
             self._close()
             return
         self.state = IDLE

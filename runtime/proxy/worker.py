@@ -286,7 +286,8 @@ async def run_worker(state_dir: Path, slot: int, ready_fd: int | None, grace: fl
     try:
         await worker.startup()
     except (ListenerError, ValueError) as exc:
-        print(f"lockgate worker {slot}: {exc}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"lockgate worker {slot}: {exc}\n")  # one write: workers share stderr
+        sys.stderr.flush()
         return 3
     if ready_fd is not None:
         # one write of a short line: atomic on a pipe even with other workers writing

@@ -191,13 +191,14 @@ def test_half_closed_client_still_gets_its_answer(tmp_path: Path) -> None:
     with backends("a") as (a,):
         config = {"virtual_servers": {"web": vs(port)}, "pools": {"web": pool_of(a.address)}}
         with runtime(tmp_path, config), socket.create_connection(("127.0.0.1", port), 10) as s:
-            s.sendall(b"GET /slow?0.2 HTTP/1.1\r\nHost: x\r\n\r\n")
-            s.shutdown(socket.SHUT_WR)
+            s.sendall(b"GET /slow?0.2 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)  # like `printf ... | nc`: both requests still answered
             s.settimeout(10)
             data = b""
             while piece := s.recv(65536):
                 data += piece
             assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\na")
+            assert data.count(b"HTTP/1.1 200 ") == 2
 
 
 def test_wrk_keepalive_load_has_no_errors(tmp_path: Path) -> None:
