@@ -138,10 +138,10 @@ class TcpClient(asyncio.Protocol):
         self.backend = backend
         self.deadline = self.ctx.now + self.vs.config.idle_timeout
         if self.pending:
+            if self.pending_size > BUFFER_LIMIT:
+                self.transport.resume_reading()  # before the write, which may pause it again
             backend.transport.write(b"".join(self.pending))
             self.pending = []
-            if self.pending_size > BUFFER_LIMIT:
-                self.transport.resume_reading()
         if self.client_eof:
             backend.transport.write_eof()
 
