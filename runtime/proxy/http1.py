@@ -131,6 +131,7 @@ class RequestReader:
         self._url: bytes = b""
         self._head_bytes = 0
         self._in_head = False
+        self._named = False
         self._failed = False
         self._raw = False  # after an Upgrade request: everything is tunnel data
 
@@ -176,6 +177,7 @@ class RequestReader:
         self._url = b""
         self._head_bytes = 0
         self._in_head = True
+        self._named = False  # Connection named other headers to drop
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -196,6 +198,7 @@ class RequestReader:
                     head.upgrade = head.upgrade or b""
                 if not tokens <= _PLAIN_CONNECTION:  # it names other headers: drop them at the end
                     head.headers.append((b"\x00connection", value))
+                    self._named = True
             elif lname == b"transfer-encoding":
                 head.chunked = True
             elif lname == b"upgrade":
@@ -220,7 +223,8 @@ class RequestReader:
         head.target = self._url
         head.http10 = self._parser.get_http_version() == "1.0"
         head.keep_alive = head.keep_alive and self._parser.should_keep_alive()
-        _drop_connection_named(head.headers)
+        if self._named:
+            _drop_connection_named(head.headers)
         if head.upgrade is not None and not head.upgrade:
             head.upgrade = None  # "Connection: upgrade" without an Upgrade header
         self.events.append((HEAD, head))
@@ -272,6 +276,7 @@ class ResponseReader:
         self.events: deque[tuple[int, Any]] = deque()
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
+        self._special = False
         self._reason = b""
         self._head_request = False
         self._client_http10 = False
@@ -323,6 +328,7 @@ class ResponseReader:
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._headers = []
+        self._special = False  # a Connection naming headers, or an Upgrade header, was seen
         self._reason = b""
         self._node_chunked = False
         self._length = False
@@ -337,8 +343,10 @@ class ResponseReader:
                 self._node_chunked = True
             elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                 self._headers.append((b"\x00connection", value))
+                self._special = True
             elif lname == b"upgrade":
                 self._headers.append((name, value))  # kept for 101 answers only
+                self._special = True
             return
         if lname == b"content-length":
             self._length = True
@@ -347,7 +355,8 @@ class ResponseReader:
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         headers = self._headers
-        _drop_connection_named(headers)
+        if self._special:
+            _drop_connection_named(headers)
         if status == 101:
             self.status = status
             self.started = True
@@ -355,7 +364,8 @@ class ResponseReader:
             self.events.append((R_HEAD, _encode_status(status, self._reason, headers,
                                                        b"Connection: upgrade\r\n")))
             return
-        headers = [(n, v) for n, v in headers if n.lower() != b"upgrade"]
+        if self._special:
+            headers = [(n, v) for n, v in headers if n.lower() != b"upgrade"]
         if 100 <= status < 200:
             self.events.append((R_INTERIM, _encode_status(status, self._reason, headers, b"")))
             return
