@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import json
@@ -205,6 +206,32 @@ def test_errors_431_400_503_502(tmp_path: Path) -> None:
             assert get(_port_of(config, "bad"), "/")[0] == 502
             assert get(port, "/garbage")[0] == 502
             assert get(port, "/")[0] == 200  # still serving
+
+
+def test_connect_timeout_gives_504(tmp_path: Path) -> None:
+    port = free_port()
+    # A listener whose accept queue is full: Linux drops further SYNs, so connecting hangs.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):  # the handshake runs in the background
+                f.connect(full.getsockname())
+            fillers.append(f)
+        node = f"127.0.0.1:{full.getsockname()[1]}"
+        config = {"virtual_servers": {"web": vs(port, connection={"connect_timeout": 0.5})},
+                  "pools": {"web": pool_of(node, basic={"node_connection_attempts": 1})}}
+        try:
+            with runtime(tmp_path, config):
+                start = time.monotonic()
+                assert get(port, "/")[0] == 504
+                assert 0.4 < time.monotonic() - start < 2.0
+        finally:
+            for f in fillers:
+                f.close()
 
 
 def test_retry_on_connect_failure_hides_a_dead_node(tmp_path: Path) -> None:
