@@ -88,7 +88,7 @@ SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\
          "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 HOST: dict[str, Any] = {"type": "string", "pattern": f"^[^{SPACE}]+$",
                         "description": "IP address or host name."}
-OBJECT_NAME: dict[str, Any] = {"type": "string", "pattern": NAME_RE.pattern}
+OBJECT_NAME: dict[str, Any] = {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}
 PORT_RE = r"0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 NODE: dict[str, Any] = {"type": "string", "pattern": rf"^(?!\[\]:)[^{SPACE}]+:{PORT_RE}$",
                         "description": "host:port, or [IPv6]:port."}
@@ -180,7 +180,7 @@ def _properties_schema(kind: str) -> dict[str, Any]:
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True,
               "description": "Object name: letters, digits and . _ ~ - (up to 128).",
-              "schema": {"type": "string", "pattern": NAME_RE.pattern}}
+              "schema": {"type": "string", "pattern": f"^{NAME_RE.pattern}$"}}
 
 
 def _config_paths(kind: str) -> dict[str, Any]:

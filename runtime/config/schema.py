@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("virtual_servers", "pools", "monitors", "traffic_ip_groups")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")  # use fullmatch
 
 
 class ConfigError(ValueError):
@@ -87,7 +87,7 @@ def _list(item: Check) -> Check:
 
 
 def _name(path: str, value: Any) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ConfigError(path, f"expected an object name (letters, digits, . _ ~ -), got {value!r}")
     return value
 
@@ -99,6 +99,9 @@ def _host(path: str, value: Any) -> str:
 
 
 def _ip(path: str, value: Any) -> str:
+    # ip_address() also takes ints (and so bools): JSON false must not become 0.0.0.0
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected an IP address, got {value!r}")
     try:
         return str(ipaddress.ip_address(value))
     except (ValueError, TypeError):
@@ -112,7 +115,7 @@ def split_node(path: str, value: Any) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(path, f"expected \"host:port\" with a port 1-65535, got {value!r}")
     _host(path, host)
     return host, int(port)

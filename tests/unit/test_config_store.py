@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,28 @@ def test_write_is_atomic_a_crash_leaves_the_old_file(store: ConfigStore,
     monkeypatch.undo()
     assert store.path.read_bytes() == before
     assert not [p for p in store.path.parent.iterdir() if p.name.startswith(".config.json.")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "doc", "field"),
+    [
+        ("traffic_ip_groups", "tig", {"properties": {"basic": {"ipaddresses": [False]}}},
+         "traffic_ip_groups.tig.basic.ipaddresses[0]"),
+        ("traffic_ip_groups", "tig", {"properties": {"basic": {"ipaddresses": [167772161]}}},
+         "traffic_ip_groups.tig.basic.ipaddresses[0]"),
+        ("pools", "p", {"properties": {"basic": {"nodes_table": [{"node": "h:٨٠"}]}}},
+         "pools.p.basic.nodes_table[0].node"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(tmp_path: Path, kind: str, name: str,
+                                              doc: dict[str, Any], field: str) -> None:
+    store = ConfigStore(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        store.put(kind, name, doc)
+    assert caught.value.field == field
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
+    store = ConfigStore(tmp_path)
+    with pytest.raises(ConfigError):
+        store.put("monitors", "ping\n", {"properties": {"basic": {"type": "connect"}}})
