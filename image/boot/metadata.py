@@ -26,7 +26,7 @@ from lockgate.proc import which
 IMDS_ADDRESS = "169.254.169.254"
 AZURE_WIRE_ADDRESS = "168.63.129.16"
 METADATA_NET = "168.0.0.0/7"
-HOST_ADDRESS = "168.0.0.2"  # the host as the guest sees it on METADATA_NET (slirp's .2)
+HOST_ADDRESS = "168.0.2.2"  # the host as the guest sees it: QEMU puts it at net | 0.0.2.2
 DEFAULT_HOST_ADDRESS = "10.0.2.2"  # the same on QEMU's default network
 BRIDGE = Path(__file__).with_name("bridge.py")
 

@@ -71,7 +71,7 @@ def test_azure_forwards_imds_and_wire_server_and_sets_the_asset_tag(
         GuestFwd("168.63.129.16", 80, "/usr/bin/socat STDIO TCP:127.0.0.1:35001"))
     assert "type=3,manufacturer=Microsoft Corporation,asset=7783-7084-3265-9085-8269-3286-77" \
         in route.smbios
-    assert route.host_address == "168.0.0.2"
+    assert route.host_address == "168.0.2.2"
 
 
 def test_gce_dmi_product() -> None:
