@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -151,7 +153,13 @@ def _image(build_dir: Path, skip: str) -> dict[str, Any]:
     return image.summary(result)
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C so every server, VM and build this run started is stopped.
+    raise KeyboardInterrupt
+
+
 def run(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         main.main(args=argv, prog_name="python -m lockgate.bench", standalone_mode=False)
     except LockgateError as exc:
