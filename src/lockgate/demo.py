@@ -61,8 +61,16 @@ def build_image(out: Path) -> Path:
     return out
 
 
+_print_lock = threading.Lock()  # console milestones print from the console reader's thread
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(text, flush=True)
+
+
 def step(text: str) -> None:
-    print(f"==> {text}", flush=True)
+    say(f"==> {text}")
 
 
 class _Stop(Exception):
@@ -90,13 +98,13 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
     backend_port = int(backend.server_address[1])
     step(f"backend web server on 127.0.0.1:{backend_port}")
     step(f"booting {image} ({firmware}, emulated EC2) - accelerator: {reason}")
-    print("    user-data: password=<generated, shown at the end> accept_license=y", flush=True)
+    say("    user-data: password=<generated, shown at the end> accept_license=y")
     try:
         with booted(image, cloud="ec2", user_data=user_data, firmware=firmware,
                     forwards=[(0, VS_PORT)], accel=chosen,
-                    on_milestone=lambda name, t: print(f"    [{t:6.1f} s] {name}", flush=True)
+                    on_milestone=lambda name, t: say(f"    [{t:6.1f} s] {name}")
                     ) as vm:
-            print(f"    console log: {vm.console_log}", flush=True)
+            say(f"    console log: {vm.console_log}")
             done, serving = vm.wait_ready(timeout)
             t_ready = vm.elapsed
             step(f"appliance ready in {t_ready:.1f} s (first boot: {done.state})")
@@ -119,17 +127,19 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
                 raise LockgateError(f"{proxied} answered {resp.status}, not 200")
             t_proxied = vm.elapsed
             guest_ip = (serving.admin or "https://<appliance-ip>:9090").split("//")[1].rsplit(":", 1)[0]
-            print()
-            print(f"  Admin UI:            {vm.url(9090)}/   (user admin, password {password})")
-            print(f"  REST API:            {vm.url(9070)}/api/tm/1.0/")
-            print(f"  SHA-1 fingerprint:   {fp}")
-            print(f"  through the proxy:   curl -sS {proxied}")
-            print(f"  VM start -> ready {t_ready:.1f} s, -> first proxied 200 {t_proxied:.1f} s")
-            print("  user-data for another appliance that joins this one's cluster:")
-            print(f"    password={password} accept_license=y cluster_host={guest_ip}:9090 "
-                  f"cluster_fingerprint={fp}")
-            print("  user-data for a stand-alone clone: password=<new> accept_license=y")
-            print()
+            say("\n".join([
+                "",
+                f"  Admin UI:            {vm.url(9090)}/   (user admin, password {password})",
+                f"  REST API:            {vm.url(9070)}/api/tm/1.0/",
+                f"  SHA-1 fingerprint:   {fp}",
+                f"  through the proxy:   curl -sS {proxied}",
+                f"  VM start -> ready {t_ready:.1f} s, -> first proxied 200 {t_proxied:.1f} s",
+                "  user-data for another appliance that joins this one's cluster:",
+                f"    password={password} accept_license=y cluster_host={guest_ip}:9090 "
+                f"cluster_fingerprint={fp}",
+                "  user-data for a stand-alone clone: password=<new> accept_license=y",
+                "",
+            ]))
             if exit_after_ready:
                 step("shutting down (--exit-after-ready)")
                 return
