@@ -144,3 +144,8 @@ def test_image_build_steps_and_demo_times_are_read_from_their_output() -> None:
     demo = "  VM start -> ready 41.2 s, -> first proxied 200 44.9 s\n"
     assert parse_demo_times(demo) == (41.2, 44.9)
     assert parse_demo_times("==> appliance ready in 41.2 s") is None
+    from lockgate.benchmarks.image import _ACCEL
+
+    line = "==> booting build (bios) - accelerator: TCG (software emulation): this host is a VM"
+    match = _ACCEL.search(line)
+    assert match is not None and match.group(1) == "TCG (software emulation)"
