@@ -6,6 +6,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -63,11 +64,11 @@ def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards
     """Boot IMAGE (disk.raw or its build folder) in QEMU with an emulated cloud."""
     data = read_user_data(user_data)
     pairs = [parse_forward(f) for f in forwards]
-    _raise_on_signals()
-    vm: Vm | None = None
     chosen, reason = choose_accel(Accel(accel))
     click.echo(f"accelerator: {reason}")
     click.echo(f"firmware: {firmware}, cloud: {cloud}")
+    vm: Vm | None = None
+    previous = _raise_on_signals()
     try:
         with booted(image, cloud=cloud, user_data=data, firmware=firmware, forwards=pairs,
                     memory_mib=memory_mib, persist=persist, accel=chosen,
@@ -85,6 +86,9 @@ def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards
                     click.echo("the guest powered off")
     except _Interrupted:
         click.echo("shutting down ...")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if vm is not None:
         click.echo(f"stopped ({vm.shutdown()})")
 
@@ -108,8 +112,12 @@ class _Interrupted(Exception):
     """Ctrl-C or SIGTERM: leave the ``with`` block so the VM is shut down and cleaned up."""
 
 
-def _raise_on_signals() -> None:
-    """The first SIGINT/SIGTERM interrupts the wait; later ones are ignored while shutting down."""
+def _raise_on_signals() -> dict[signal.Signals, Any]:
+    """The first SIGINT/SIGTERM interrupts the wait; later ones are ignored while shutting down.
+
+    Returns the previous handlers, to put back when the command ends.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     def handler(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -117,3 +125,4 @@ def _raise_on_signals() -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return previous
