@@ -80,15 +80,17 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
          worker_counts: str, image_skip: str, build_dir: Path) -> None:
     """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
     parts = parse_only(only, build_dir)
+    counts = _counts(worker_counts)  # bad options fail before anything runs
+    skipped = _image_skips(image_skip)
     data: dict[str, Any] = {"machine": machine(), "parts": parts}
     began = time.monotonic()
     if "runtime" in parts:
         data.update(_runtime(duration, rounds, quick, warmup, idle_connections, max_idle_wait,
-                             worker_counts))
+                             counts))
     if "firstboot" in parts:
         data.update(_firstboot())
     if "image" in parts:
-        data.update(_image(build_dir, image_skip))
+        data.update(_image(build_dir, skipped))
     data["bench_s"] = round(time.monotonic() - began, 1)
     click.echo("")
     click.echo(json_line(data))
@@ -106,7 +108,7 @@ def _counts(text: str) -> tuple[int, ...]:
 
 def _runtime(duration: float | None, rounds: int, quick: bool, warmup: float | None,
              idle_connections: int, max_idle_wait: float | None,
-             worker_counts: str) -> dict[str, Any]:
+             worker_counts: tuple[int, ...]) -> dict[str, Any]:
     from lockgate.benchmarks import runtime
     from lockgate.benchmarks.servers import missing_tools
 
@@ -118,7 +120,7 @@ def _runtime(duration: float | None, rounds: int, quick: bool, warmup: float | N
         warmup_s=warmup or (1.0 if quick else 2.0),
         rounds=rounds, idle_connections=idle_connections,
         max_idle_wait_s=max_idle_wait if max_idle_wait is not None else (5.0 if quick else 30.0),
-        worker_counts=_counts(worker_counts),
+        worker_counts=worker_counts,
     )
     report = runtime.run_runtime(opts)
     data = runtime.summary(report)
@@ -139,12 +141,16 @@ def _firstboot() -> dict[str, Any]:
     return data
 
 
-def _image(build_dir: Path, skip: str) -> dict[str, Any]:
+def _image_skips(text: str) -> set[str]:
+    skipped = {s.strip() for s in text.split(",") if s.strip()}
+    if skipped - {"rebuild", "boot"}:
+        raise BadInput(f"--image-skip {text}: choose from rebuild, boot")
+    return skipped
+
+
+def _image(build_dir: Path, skipped: set[str]) -> dict[str, Any]:
     from lockgate.benchmarks import image
 
-    skipped = {s.strip() for s in skip.split(",") if s.strip()}
-    if skipped - {"rebuild", "boot"}:
-        raise BadInput(f"--image-skip {skip}: choose from rebuild, boot")
     result = image.run_image(build_dir, rebuild="rebuild" not in skipped,
                              boot="boot" not in skipped)
     for block in image.tables(result):

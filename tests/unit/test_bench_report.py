@@ -149,3 +149,14 @@ def test_image_build_steps_and_demo_times_are_read_from_their_output() -> None:
     line = "==> booting build (bios) - accelerator: TCG (software emulation): this host is a VM"
     match = _ACCEL.search(line)
     assert match is not None and match.group(1) == "TCG (software emulation)"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "x"], "error: --workers x: expected numbers like 1,2"),
+    (["--workers", "0"], "error: --workers 0: each count must be 1..64"),
+    (["--image-skip", "foo"], "error: --image-skip foo: choose from rebuild, boot"),
+])
+def test_bad_options_fail_before_anything_runs(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lockgate.bench", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr.strip()) == (2, "", message)
