@@ -139,6 +139,7 @@ def install_units(context: Context) -> None:
     unit_dir = root / "etc/systemd/system"
     data_dev = f"dev-disk-by\\x2dpartlabel-{systemd_escape_path(gpt.DATA)}"
     values = {"state_dir": str(STATE_DIR), "ssh_root": str(SSH_ROOT),
+              "data_device": f"/dev/disk/by-partlabel/{gpt.DATA}",
               "data_device_unit": f"{data_dev}.device",
               "data_fsck_unit": f"systemd-fsck@{data_dev}.service",
               "state_mount_unit": f"{systemd_escape_path(str(STATE_DIR))}.mount"}
@@ -159,6 +160,11 @@ def install_units(context: Context) -> None:
             click.echo(f"    warning: unit {unit} is not in the image; not enabled", err=True)
             continue
         run(["chroot", root, "systemctl", "enable", "--quiet", unit], env=context.env)
+    for unit in context.profile.units_disabled:
+        # Package maintenance timers would only fail on the read-only root.
+        run(["chroot", root, "systemctl", "disable", "--quiet", unit], env=context.env,
+            check=False)
+        run(["chroot", root, "systemctl", "mask", "--quiet", unit], env=context.env)
 
 
 def configure_system(context: Context) -> None:
@@ -167,11 +173,12 @@ def configure_system(context: Context) -> None:
     configure_mounts(context)
     configure_network(context)
     install_units(context)
+    build_data_tree(context)
 
 
 def build_data_tree(context: Context) -> Path:
     """What the data partition starts with: the image's /var/log and empty state folders."""
-    tree = context.work_dir / "data-tree"
+    tree = context.data_tree
     if tree.exists():
         shutil.rmtree(tree)
     tree.mkdir(mode=0o755)

@@ -185,17 +185,43 @@ def test_same_profile_and_version_give_the_same_raw_disk(built: Path, manifest: 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_boots_to_a_login_prompt(built: Path, firmware: str, tmp_path: Path) -> None:
+def test_boots_and_sets_up_the_data_partition(built: Path, manifest: Manifest, firmware: str,
+                                              tmp_path: Path) -> None:
+    """Boot a copy of the disk made 1 GiB bigger, as a cloud would, then inspect it."""
     from lockgate.image.boot import booted
 
+    disk = tmp_path / "disk.raw"
+    subprocess.run(["cp", "--sparse=always", str(built / f"lockgate-{VERSION}.raw"), str(disk)],
+                   check=True)
+    os.truncate(disk, 3 * 1024**3)
     log = tmp_path / f"console-{firmware}.log"
-    with booted(built / f"lockgate-{VERSION}.raw", cloud="nocloud", firmware=firmware,
-                accel="tcg", console_log=log, quiet_timeout=180,
-                disk_size=3 * 1024**3, powerdown_timeout=30) as vm:
+    with booted(disk, cloud="nocloud", firmware=firmware, accel="tcg", console_log=log,
+                quiet_timeout=180, persist=True, powerdown_timeout=90) as vm:
         vm.wait_for(r"lockgate login:", 400, what="the login prompt")
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", vm.console_text)
+        assert vm.shutdown(90) == "powered off"
     assert f"Loading lockgate {VERSION} from root slot a" in text
     failed = re.findall(r"\[FAILED\] Failed to (?:start|mount) (.*)", text)
     ours = [f for f in failed if "lockgate-firstboot" not in f and "lockgate.service" not in f
             and "traffic manager" not in f and "first boot" not in f]
     assert ours == [], failed
+
+    # First boot grew the data partition to the disk's end ...
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk)], capture_output=True,
+                                      check=True).stdout)["partitiontable"]
+    data = next(p for p in table["partitions"] if p.get("name") == "data")
+    built_data = next(p for p in manifest["partitions"] if p["name"] == "data")
+    assert data["size"] * 512 > built_data["size"] + 900 * 1024**2
+    # ... and its ext4 with it, made SSH host keys there, and keeps the journal there.
+    device = f"{disk}?offset={data['start'] * 512}"
+    stats = subprocess.run(["dumpe2fs", "-h", device], capture_output=True, text=True,
+                           check=True).stdout
+    blocks = int(re.search(r"Block count:\s+(\d+)", stats).group(1))  # type: ignore[union-attr]
+    assert blocks * 4096 > built_data["size"] + 900 * 1024**2
+
+    def listing(path: str) -> str:
+        return subprocess.run(["debugfs", "-R", f"ls {path}", device], capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "ssh_host_ed25519_key" in listing("/ssh/etc/ssh")
+    assert re.search(r"\b[0-9a-f]{32}\b", listing("/log/journal"))
