@@ -69,6 +69,11 @@ class Context:
         return self.work_dir / "rootfs"
 
     @property
+    def data_tree(self) -> Path:
+        """What the data partition starts with (its /var/log, /var/lib/systemd)."""
+        return self.work_dir / "data-tree"
+
+    @property
     def root_image(self) -> Path:
         return self.work_dir / "root-a.ext4"
 

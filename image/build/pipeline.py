@@ -55,6 +55,7 @@ def check_initramfs(context: Context, state: State) -> None:
 
 def check_secrets(context: Context, state: State) -> None:
     checks.refuse_secrets(context.rootfs)
+    checks.refuse_secrets(context.data_tree)
 
 
 def make_bootloader(context: Context, state: State) -> None:
@@ -65,7 +66,7 @@ def make_filesystems(context: Context, state: State) -> None:
     sizes = context.profile.disk
     filesystems.make_ext4(context, context.rootfs, context.root_image, sizes.root,
                           context.derived_uuid("fs-root-a"), "lockgate-root")
-    filesystems.make_ext4(context, configure.build_data_tree(context), context.data_image,
+    filesystems.make_ext4(context, context.data_tree, context.data_image,
                           sizes.data, context.derived_uuid("fs-data"), "lockgate-data")
     filesystems.make_esp(context, context.esp_image, sizes.esp, context.fat_serial(),
                          state.esp_files)

@@ -86,6 +86,7 @@ class Profile:
     disk: DiskSizes
     lockgate: LockgateSource
     units: tuple[str, ...]
+    units_disabled: tuple[str, ...]
 
     def rootfs_key(self) -> str:
         """Cache key of the package layer: only what changes the debootstrapped tree."""
@@ -235,13 +236,18 @@ def parse_profile(data: object, path: Path) -> Profile:
 
     units_fields = _Fields(top.get("units", dict, {}), "units")
     units = units_fields.strings("enable", _UNIT, "a systemd unit name", [])
+    disabled = units_fields.strings("disable", _UNIT, "a systemd unit name", [])
+    both = sorted(set(units) & set(disabled))
+    if both:
+        raise BadInput(f"profile: units: {both[0]} is both enabled and disabled")
     units_fields.done()
     top.done()
     return Profile(path=path, name=name, release=release, mirror=mirror,
                    security_mirror=security, variant=variant,
                    hostname=hostname, firmware=firmware, packages=packages,
                    kernel_cmdline=cmdline, initramfs_drivers=drivers, disk=disk,
-                   lockgate=LockgateSource(source, constraints, requirements), units=units)
+                   lockgate=LockgateSource(source, constraints, requirements), units=units,
+                   units_disabled=disabled)
 
 
 def load_profile(path: Path) -> Profile:

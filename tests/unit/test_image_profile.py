@@ -69,6 +69,8 @@ def test_the_shipped_profile_loads() -> None:
     ({"packages": "python3"}, "profile: packages: expected a list, got str 'python3'"),
     ({"initramfs_drivers": ["nvme", "nvme"]}, "profile: initramfs_drivers: lists an entry twice"),
     ({"units.enable": ["lockgate"]}, "profile: units.enable[0]: 'lockgate' is not a systemd unit"),
+    ({"units.disable": ["lockgate.service"]},
+     "profile: units: lockgate.service is both enabled and disabled"),
     ({"hostname": "Lock_Gate"}, "profile: hostname: 'Lock_Gate' is not a valid host name"),
     ({"lockgate.source": "/nonexistent"}, "profile: lockgate.source: /nonexistent has no pyproject"),
     ({"colour": "blue"}, "profile: colour: unknown key; check the spelling"),
