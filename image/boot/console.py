@@ -19,9 +19,12 @@ from pathlib import Path
 
 from lockgate.errors import Failure
 
+# A marker counts once its whole line has arrived: the serial port delivers lines in
+# pieces, and "source=g" is not "source=gce".
 FIRSTBOOT_RE = re.compile(
-    r"lockgate-firstboot: done state=(?P<state>\S+) instance=(?P<instance>\S+) source=(?P<source>\S+)")
-RUNTIME_RE = re.compile(r"lockgate-runtime: serving\b(?P<rest>[^\n]*)")
+    r"lockgate-firstboot: done state=(?P<state>\S+) instance=(?P<instance>\S+) "
+    r"source=(?P<source>\S+)[^\n]*\n")
+RUNTIME_RE = re.compile(r"lockgate-runtime: serving\b(?P<rest>[^\n]*)\n")
 _ANSI_RE = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Z0-9]|[A-Za-z])")
 
 # Console lines that show how far a boot got; the first match of each is shown as progress.

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.image.boot.console import (
+    FIRSTBOOT_RE,
     BootError,
     Console,
     FirstbootDone,
@@ -117,3 +118,15 @@ def test_console_closed_means_qemu_exited(tmp_path: Path, pipe: tuple[int, int])
     with pytest.raises(BootError, match="QEMU exited before"):
         console.wait_for("lockgate-firstboot: done", timeout=5)
     assert "Kernel panic" in console.text
+
+
+def test_a_marker_counts_only_once_its_line_is_complete(tmp_path: Path, pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    console = Console(read_fd, tmp_path / "c.log", quiet_timeout=10)
+    os.write(write_fd, b"lockgate-firstboot: done state=configured instance=42 source=g")
+    with pytest.raises(BootError, match=r"within 0\.3 s"):
+        console.wait_for(FIRSTBOOT_RE, timeout=0.3)
+    assert parse_firstboot(console.text) is None
+    os.write(write_fd, b"ce\r\n")
+    match = console.wait_for(FIRSTBOOT_RE, timeout=5)
+    assert parse_firstboot(match.group(0)) == FirstbootDone("configured", "42", "gce")
