@@ -126,9 +126,13 @@ def test_root_slot_filesystem(built: Path, manifest: Manifest, tmp_path: Path) -
     assert os.readlink(tree / "etc/resolv.conf").endswith("/run/systemd/resolve/stub-resolv.conf")
     assert os.readlink(tree / "boot/grub") == "efi/grub"
     assert (tree / "etc/hostname").read_text() == "lockgate\n"
-    wants = tree / "etc/systemd/system/multi-user.target.wants"
-    for unit in ("lockgate-expand-data.service", "lockgate-firstboot.service", "lockgate.service"):
-        assert (wants / unit).is_symlink(), unit
+    units = tree / "etc/systemd/system"
+    for wants, unit in (("local-fs.target.wants", "lockgate-expand-data.service"),
+                        ("multi-user.target.wants", "lockgate-firstboot.service"),
+                        ("multi-user.target.wants", "lockgate.service"),
+                        ("multi-user.target.wants", "lockgate-ssh-keygen.service")):
+        assert (units / wants / unit).is_symlink(), unit
+    assert os.readlink(units / "apt-daily.timer") == "/dev/null"
     assert os.readlink(tree / "usr/local/bin/z-expand-logs-partition") == \
         "/opt/lockgate/bin/z-expand-logs-partition"
     assert os.readlink(tree / "opt/lockgate/bin/python3") == "/usr/bin/python3"
