@@ -94,3 +94,24 @@ def grubenv(values: dict[str, str]) -> bytes:
     if len(data) > 1024:
         raise ValueError("grubenv values do not fit in 1024 bytes")
     return data + b"#" * (1024 - len(data))
+
+
+def slot_entry(slot: str, version: str, fs_uuid: str, partuuid: str, cmdline: str) -> str:
+    """The GRUB menu entry file for one root slot (``grub/slot-<slot>.cfg`` on the ESP).
+
+    Plain Python rather than a template so the appliance's upgrade tools (which
+    have no Jinja2) write exactly what the build writes. The kernel and initrd
+    come from the slot's own ext4 filesystem, found by its UUID.
+    """
+    for name, value in (("slot", slot), ("version", version), ("fs_uuid", fs_uuid),
+                        ("partuuid", partuuid), ("cmdline", cmdline)):
+        if any(c in value for c in '"\n\\$;{}'):
+            raise ValueError(f"slot entry: {name} {value!r} has characters GRUB would misread")
+    return (f"# Root slot {slot}: lockgate {version}. The kernel and initrd come from the\n"
+            "# slot's own ext4 filesystem, so each slot boots the kernel it was built with.\n"
+            f'menuentry "lockgate {version} (slot {slot})" --id "lockgate-{version}" {{\n'
+            f"    search --no-floppy --fs-uuid --set=root {fs_uuid}\n"
+            f'    echo "Loading lockgate {version} from root slot {slot} ..."\n'
+            f"    linux /boot/vmlinuz root=PARTUUID={partuuid} {cmdline}\n"
+            "    initrd /boot/initrd.img\n"
+            "}\n")

@@ -12,8 +12,8 @@ MENU_TIMEOUT = 3
 
 
 def slot_config(context: Context, slot: str, fs_uuid: str, partuuid: str) -> str:
-    return render("slot.cfg.j2", slot=slot, version=context.version, fs_uuid=fs_uuid,
-                  partuuid=partuuid, cmdline=context.profile.kernel_cmdline)
+    return grub.slot_entry(slot, context.version, fs_uuid, partuuid,
+                           context.profile.kernel_cmdline)
 
 
 def make_bootloader(context: Context) -> dict[str, Path]:

@@ -117,9 +117,22 @@ def test_grub_cfg_one_shot_trial_logic() -> None:
 
 
 def test_slot_entry_boots_its_own_kernel_from_its_partition() -> None:
-    text = render("slot.cfg.j2", slot="a", version="2.0~rc1", fs_uuid="0f0e-uuid",
-                  partuuid="1234-part", cmdline="ro console=tty0 console=ttyS0,115200")
+    text = grub.slot_entry("a", "2.0~rc1", "0f0e-uuid", "1234-part",
+                           "ro console=tty0 console=ttyS0,115200")
     assert re.search(r'menuentry "lockgate 2.0~rc1 \(slot a\)" --id "lockgate-2.0~rc1" \{', text)
     assert "search --no-floppy --fs-uuid --set=root 0f0e-uuid" in text
     assert "linux /boot/vmlinuz root=PARTUUID=1234-part ro console=tty0 console=ttyS0,115200" in text
     assert "initrd /boot/initrd.img" in text
+    assert text.rstrip().endswith("}")
+    with pytest.raises(ValueError, match="cmdline"):
+        grub.slot_entry("b", "1.0", "u", "p", 'ro init="/bin/sh"')
+
+
+def test_grub_accepts_the_generated_config(tmp_path: Path) -> None:
+    """grub-script-check parses grub.cfg and a slot entry as GRUB itself would."""
+    if not Path("/usr/bin/grub-script-check").exists():
+        pytest.skip("grub-script-check missing")
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(render("grub.cfg.j2", version="1.0", default_id="lockgate-1.0", timeout=3)
+                   + grub.slot_entry("a", "1.0", "u-1", "p-1", "ro console=ttyS0,115200"))
+    subprocess.run(["grub-script-check", str(cfg)], check=True)
