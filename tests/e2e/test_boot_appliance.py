@@ -15,7 +15,8 @@ import pytest
 from lockgate.image.boot import probe
 from lockgate.image.boot.vm import Vm, booted
 
-pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+# The first test also builds the image (session fixture), so allow for a cold build.
+pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 READY_TIMEOUT = 420.0  # QEMU start -> runtime serving under TCG on a busy 2-core host
 CONFIG_PATH = "config/active/pools"

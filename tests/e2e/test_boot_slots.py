@@ -20,7 +20,8 @@ import pytest
 from lockgate.image.boot.overlay import resolve_image
 from lockgate.image.boot.vm import booted
 
-pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+# The first test also builds the image (session fixture), so allow for a cold build.
+pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 V2 = "0.2.0-e2e"
 MIB = 1024 * 1024
