@@ -20,13 +20,14 @@ for name, folder in PARTS.items():
     for sub in find_packages(str(HERE / folder)):
         package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
 
-DATA = ["*.yaml", "*.j2", "*.service", "*.target", "*.cfg", "*.html", "*.css", "*.js",
-        "*.json", "*.sh", "py.typed"]
+# Data files ship with their package, including folders without an __init__.py
+# (units/, templates/, profiles/).
+DATA_SUFFIXES = ["yaml", "j2", "service", "target", "cfg", "html", "css", "js", "json", "sh", "typed"]
+DATA = [f"**/*.{suffix}" for suffix in DATA_SUFFIXES]
 
 setup(
     packages=sorted(package_dir),
     package_dir=package_dir,
-    package_data={name: DATA + ["**/*.j2", "**/*.yaml", "**/*.service", "**/*.html"]
-                  for name in package_dir},
+    package_data={name: DATA for name in package_dir},
     include_package_data=True,
 )
