@@ -63,7 +63,7 @@ def test_reload_under_load_drops_nothing(tmp_path: Path) -> None:
             # 2: a new listener next to the old one, plus a virtual-server setting change
             store.put("virtual_servers", "extra", vs(port2))
             store.put("virtual_servers", "web", vs(port, connection={"timeout": 30}))
-            os.kill(rt.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
+            os.kill(rt.proc.pid, signal.SIGHUP)
             # 3: a node drained out of the pool entirely while traffic flows
             store.put("pools", "web", pool_of(n2))
             notify_reload(rt.state_dir)
