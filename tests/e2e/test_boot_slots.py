@@ -10,6 +10,7 @@ menu entry ``lockgate-<v2>`` goes on the ESP next to slot A's (mtools), and
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -19,6 +20,7 @@ import pytest
 
 from lockgate.image.boot.overlay import resolve_image
 from lockgate.image.boot.vm import booted
+from lockgate.image.grub import slot_entry
 
 # The first test also builds the image (session fixture), so allow for a cold build.
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -74,12 +76,11 @@ def install_slot_b(disk: Path, work: Path) -> tuple[str, str]:
     slot_a = sh("mtype", "-i", esp_ref, "::/grub/slot-a.cfg", env=MTOOLS)
     b_fs_uuid = sh("blkid", "-o", "value", "-s", "UUID", work / "root-b.ext4")  # sanity: new UUID
     assert b_fs_uuid.strip() == new_uuid
-    old_version = slot_a.split('--id "lockgate-')[1].split('"')[0]
-    slot_b = (slot_a.replace(old_version, V2).replace("slot a", "slot b")
-              .replace(str(a["uuid"]).lower(), str(b["uuid"]).lower()))
-    fs_uuid_a = slot_a.split("--fs-uuid --set=root ")[1].split()[0]
-    slot_b = slot_b.replace(fs_uuid_a, new_uuid)
-    assert f'--id "lockgate-{V2}"' in slot_b and str(b["uuid"]).lower() in slot_b
+    # The entry is written by the same function the build and the upgrade tools use.
+    linux = re.search(r"linux /boot/vmlinuz root=PARTUUID=\S+ ?(.*)", slot_a)
+    assert linux, slot_a
+    slot_b = slot_entry("b", V2, new_uuid, str(b["uuid"]).lower(), linux[1].strip())
+    assert f'--id "lockgate-{V2}"' in slot_b
     (work / "slot-b.cfg").write_text(slot_b)
     sh("mcopy", "-o", "-i", esp_ref, work / "slot-b.cfg", "::/grub/slot-b.cfg", env=MTOOLS)
     grubenv = work / "grubenv"
