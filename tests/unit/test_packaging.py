@@ -89,8 +89,9 @@ def test_wheel_ships_every_python_module_and_data_file(wheel_install: tuple[Path
             rel = path.relative_to(REPO / folder)
             if not path.is_file() or "__pycache__" in rel.parts:
                 continue
-            in_package = (path.parent / "__init__.py").exists()
-            wanted = (path.suffix == ".py" and in_package) or any(fnmatch.fnmatch(path.name, p) for p in DATA_PATTERNS)
+            # Every module counts: a folder of modules without __init__.py is a bug
+            # that only shows on the appliance (find_packages skips it).
+            wanted = path.suffix == ".py" or any(fnmatch.fnmatch(path.name, p) for p in DATA_PATTERNS)
             if wanted and f"{package}/{rel.as_posix()}" not in shipped:
                 missing.append(f"{folder}/{rel.as_posix()}")
     assert not missing, f"not in the wheel: {missing}"
