@@ -8,11 +8,12 @@ Run with ``--only image`` or by default when ``build/manifest.json`` exists.
   again with the manifest's version and formats (the cached package layer in
   ``cache/`` is reused, as in a developer's loop) into a scratch folder beside
   the build, per-step times from its ``NAME done in X s`` lines. Needs root.
-* Boot: ``python -m lockgate.demo --image BUILD --exit-after-ready`` boots the
-  image with emulated EC2 user-data, configures a pool + virtual server over
-  REST and waits for the first proxied 200; it prints both times. Under TCG
-  they are absolute figures from an emulated machine: compare them only with
-  boots measured the same way (BENCHMARKING.md), not with cloud boot times.
+* Boot: ``python -m lockgate.demo --image DIR --exit-after-ready`` boots the
+  freshly rebuilt image (the checkout being measured; the existing build when
+  the rebuild is skipped) with emulated EC2 user-data, configures a pool and
+  a virtual server over REST and waits for the first proxied 200; it prints
+  both times. Under TCG they are absolute figures from an emulated machine:
+  compare them only with boots measured the same way (BENCHMARKING.md).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class ImageResult:
     boot_first_200_s: float | None = None
     boot_accel: str = ""
     boot_note: str = ""
+    source: str = ""  # whose artifacts were measured and booted
 
 
 def parse_build_steps(text: str) -> dict[str, float]:
@@ -106,8 +108,9 @@ def _progress(prefix: str, keep: tuple[str, ...]) -> Any:
     return show
 
 
-def warm_rebuild(result: ImageResult, manifest: dict[str, Any], timeout: float) -> None:
-    """Rebuild into a scratch folder beside the build (removed after).
+def warm_rebuild(result: ImageResult, manifest: dict[str, Any], out: Path,
+                 timeout: float) -> bool:
+    """Rebuild into ``out``, a scratch folder beside the build (removed after).
 
     The build keeps nothing warm in its output folder (the root tree is
     unpacked afresh every time); what makes a rebuild warm is the shared
@@ -116,32 +119,32 @@ def warm_rebuild(result: ImageResult, manifest: dict[str, Any], timeout: float) 
     """
     if os.geteuid() != 0:
         result.rebuild_note = "skipped: the image build needs root"
-        return
+        return False
     formats = ",".join(a.format for a in result.artifacts) or "raw"
     TOUCHED.touch()
     say(f"warm rebuild after touching {TOUCHED.relative_to(REPO)} (formats {formats}) ...")
-    with tempfile.TemporaryDirectory(dir=result.build_dir, prefix=".bench-rebuild-") as out:
-        began = time.monotonic()
-        child = start_long_lived("image build", [
-            *lockgate_argv(), "image", "build", "--version", str(manifest.get("version", "")),
-            "--formats", formats, "--out", out], cwd=REPO, keep_lines=400,
-            on_line=_progress("build", ("==>",)))
-        code = child.wait_exit(timeout)
-        elapsed = time.monotonic() - began
-        if code != 0:
-            raise Failure(f"lockgate image build failed with exit code {code}: {child.tail()}")
+    began = time.monotonic()
+    child = start_long_lived("image build", [
+        *lockgate_argv(), "image", "build", "--version", str(manifest.get("version", "")),
+        "--formats", formats, "--out", str(out)], cwd=REPO, keep_lines=400,
+        on_line=_progress("build", ("==>",)))
+    code = child.wait_exit(timeout)
+    elapsed = time.monotonic() - began
+    if code != 0:
+        raise Failure(f"lockgate image build failed with exit code {code}: {child.tail()}")
     result.rebuild_s = elapsed
     result.rebuild_steps = parse_build_steps(child.output())
+    return True
 
 
-def boot_to_first_200(result: ImageResult, timeout: float) -> None:
+def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
     demo = REPO / "src/lockgate/demo.py"
     if not demo.exists():
         result.boot_note = "not available yet: lockgate.demo is missing"
         return
     say("booting the image (QEMU) until the first proxied 200 ...")
     child = start_long_lived("demo", [
-        sys.executable, "-m", "lockgate.demo", "--image", str(result.build_dir),
+        sys.executable, "-m", "lockgate.demo", "--image", str(image),
         "--exit-after-ready", "--timeout", str(int(timeout))], cwd=REPO, keep_lines=400,
         on_line=_progress("boot", ("==>", "[")))
     try:
@@ -161,17 +164,24 @@ def boot_to_first_200(result: ImageResult, timeout: float) -> None:
 
 def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True,
               timeout: float = 1800.0) -> ImageResult:
+    """Sizes; then the warm rebuild and a boot of what it built (the code being measured),
+    or of the existing build when the rebuild is skipped."""
     manifest = load_manifest(build_dir)
     result = ImageResult(build_dir, str(manifest.get("version", "")),
-                         read_artifacts(build_dir, manifest))
-    if rebuild:
-        warm_rebuild(result, manifest, timeout)
-    else:
-        result.rebuild_note = "skipped (--image-skip rebuild)"
-    if boot:
-        boot_to_first_200(result, timeout=900.0)
-    else:
-        result.boot_note = "skipped (--image-skip boot)"
+                         read_artifacts(build_dir, manifest), source=str(build_dir))
+    with tempfile.TemporaryDirectory(dir=build_dir, prefix=".bench-rebuild-") as scratch:
+        image = build_dir
+        if rebuild:
+            if warm_rebuild(result, manifest, Path(scratch), timeout):
+                image = Path(scratch)
+                result.artifacts = read_artifacts(image, load_manifest(image))
+                result.source = "the warm rebuild of this checkout"
+        else:
+            result.rebuild_note = "skipped (--image-skip rebuild)"
+        if boot:
+            boot_to_first_200(result, image, timeout=900.0)
+        else:
+            result.boot_note = "skipped (--image-skip boot)"
     return result
 
 
@@ -187,6 +197,7 @@ def summary(result: ImageResult) -> dict[str, Any]:
         "boot_ready_s": rounded(result.boot_ready_s, 1),
         "boot_first_200_s": rounded(result.boot_first_200_s, 1),
         "boot_accel": result.boot_accel,
+        "measured": result.source,
         "notes": [n for n in (result.rebuild_note, result.boot_note) if n],
     }}
 
@@ -196,7 +207,7 @@ def tables(result: ImageResult) -> Iterator[str]:
              fmt(None if a.allocated is None else a.allocated / MIB, ",.1f", "missing")]
             for a in result.artifacts]
     yield table(["format", "file", "size MiB", "on disk MiB"], rows,
-                f"Image {result.version}: artifacts in {result.build_dir}/manifest.json")
+                f"Image {result.version}: artifacts of {result.source} (sizes and boot)")
     yield f"Cold build: {result.cold_build}."
     if result.rebuild_s is not None:
         steps = ", ".join(f"{k} {v:.1f}" for k, v in result.rebuild_steps.items())
