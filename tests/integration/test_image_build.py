@@ -202,6 +202,10 @@ def test_boots_and_sets_up_the_data_partition(built: Path, manifest: Manifest, f
     with booted(disk, cloud="nocloud", firmware=firmware, accel="tcg", console_log=log,
                 quiet_timeout=180, persist=True, powerdown_timeout=90) as vm:
         vm.wait_for(r"lockgate login:", 400, what="the login prompt")
+        # Key generation is slow under TCG and may finish after the prompt.
+        keys = vm.wait_for(re.compile(r"BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END", re.S),
+                           300, what="the SSH host key fingerprints")
+        assert "(ED25519)" in keys.group(1)
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", vm.console_text)
         assert vm.shutdown(90) == "powered off"
     assert f"Loading lockgate {VERSION} from root slot a" in text
