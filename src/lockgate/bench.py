@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import click
 
 from lockgate.benchmarks.report import json_line
-from lockgate.errors import BadInput, Failure, LockgateError
+from lockgate.cli import run_command
+from lockgate.errors import BadInput, Failure
 
 PARTS = ("runtime", "firstboot", "image")
 REPO = Path(__file__).resolve().parents[2]
@@ -166,18 +166,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-        main.main(args=argv, prog_name="python -m lockgate.bench", standalone_mode=False)
-    except LockgateError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(0)
+    run_command(main, argv, "python -m lockgate.bench")
 
 
 if __name__ == "__main__":

@@ -49,9 +49,13 @@ def root(verbose: int) -> None:
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_command(command: click.Command, argv: list[str] | None, prog_name: str) -> None:
+    """Run a click command the lockgate way: errors as one ``error:`` line, then exit.
+
+    Exit codes: 0 success, 1 failure, 2 bad input or usage, 130 interrupted.
+    """
     try:
-        root.main(args=argv, prog_name="lockgate", standalone_mode=False)
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except LockgateError as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -68,3 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_command(root, argv, "lockgate")

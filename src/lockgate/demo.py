@@ -5,8 +5,8 @@ loopback -> boot with EC2 user-data (a generated admin password) -> PUT a
 pool (the host's web server as the guest sees it) and an HTTP virtual server
 through the REST API -> wait for the first proxied 200 -> print the Admin UI
 URL, the certificate fingerprint, the user-data that clones or clusters this
-appliance and a curl line -> keep running until Ctrl-C (or
-``--exit-after-ready``).
+appliance and a curl line -> keep running until Ctrl-C (or, with
+``--exit-after-ready`` or no terminal on stdin, shut down).
 """
 
 from __future__ import annotations
@@ -169,8 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     try:
         image = args.image or build_image(args.out)
+        # With no terminal to press Ctrl-C in (CI, a script, `make demo < /dev/null`),
+        # show the results and shut down instead of waiting forever.
+        unattended = not sys.stdin.isatty()
+        if unattended and not args.exit_after_ready:
+            step("stdin is not a terminal: the VM shuts down once it has served a request")
         demo(image, firmware=args.firmware, accel=args.accel,
-             exit_after_ready=args.exit_after_ready, timeout=args.timeout)
+             exit_after_ready=args.exit_after_ready or unattended, timeout=args.timeout)
     except _Stop:
         step("interrupted")
         sys.exit(130)
