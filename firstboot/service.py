@@ -274,7 +274,10 @@ def run(source_spec: str, root: Path, console_target: str, timeout: float) -> No
     """Configure this appliance from its cloud user-data (once per instance)."""
     from lockgate.firstboot.datasources.base import DatasourceError
 
-    console = Console(console_target)
+    try:
+        console = Console(console_target)
+    except ValueError as exc:
+        raise BadInput(f"--console {console_target}: {exc}") from None
     try:
         try:
             source = _resolve_source(source_spec)

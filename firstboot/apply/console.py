@@ -23,6 +23,10 @@ class ConsoleError(Exception):
 
 class Console:
     def __init__(self, target: str = DEFAULT_CONSOLE) -> None:
+        # A malformed fd:N is a broken unit file or command line: say so up front
+        # instead of failing on the first message (which used to be a traceback).
+        if target.startswith("fd:") and not target[3:].isdigit():
+            raise ValueError("expected a path or fd:N with N a descriptor number")
         self.target = target
         self._fd: int | None = None
 

@@ -130,6 +130,16 @@ def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: --source openstack")
 
 
+@pytest.mark.parametrize("target", ["fd:abc", "fd:", "fd:-1"])
+def test_malformed_console_fd_is_a_usage_error(tmp_path: Path, target: str) -> None:
+    proc = lockgate("firstboot", "run", "--source", "file:/dev/null", "--root", str(tmp_path),
+                    "--console", target)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: --console {target}: expected a path or fd:N with N a descriptor number"]
+    assert "Traceback" not in proc.stdout
+
+
 def test_status_without_a_run_says_so(tmp_path: Path) -> None:
     proc = lockgate("firstboot", "status", "--root", str(tmp_path))
     assert proc.returncode == 1 and "no first-boot status" in proc.stderr
