@@ -31,7 +31,13 @@ from lockgate.image.boot.console import (
     parse_runtime,
 )
 from lockgate.image.boot.metadata import Cloud, MetadataRoute, serve_metadata
-from lockgate.image.boot.overlay import copy_ovmf_vars, image_format, make_overlay, resolve_image
+from lockgate.image.boot.overlay import (
+    append_kernel_cmdline,
+    copy_ovmf_vars,
+    image_format,
+    make_overlay,
+    resolve_image,
+)
 from lockgate.image.boot.qemu import (
     Accel,
     Firmware,
@@ -155,17 +161,23 @@ def booted(
     disk_size: int | None = None,
     on_milestone: Callable[[str, float], None] | None = None,
     powerdown_timeout: float = 30.0,
+    kernel_cmdline_extra: str | None = None,
 ) -> Iterator[Vm]:
     """Boot ``image`` (a disk file or a build folder) and yield the running :class:`Vm`.
 
     ``forwards``: extra (host, guest) TCP ports on 127.0.0.1 (host 0: a free
     port); 9070 and 9090 are always forwarded. ``disk_size`` grows the overlay
-    (bytes) so first boot can expand the data partition.
+    (bytes) so first boot can expand the data partition. ``kernel_cmdline_extra``
+    is appended to the kernel command line of this boot only (written into the
+    overlay's ESP; e.g. ``systemd.mask=lockgate.service`` for a bare-boot baseline).
     """
     cloud, firmware = Cloud(cloud), Firmware(firmware)
     chosen, reason = choose_accel(Accel(accel))
     disk = resolve_image(Path(image))
     data = user_data.encode() if isinstance(user_data, str) else user_data
+    if kernel_cmdline_extra is not None and persist:
+        raise BadInput("an extra kernel command line is for throw-away boots; "
+                       "it cannot be combined with persist")
     log_path = console_log or default_console_log(cloud, firmware)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_bytes(b"")
@@ -175,6 +187,8 @@ def booted(
             vm_disk, disk_format = disk, image_format(disk)
         else:
             vm_disk, disk_format = make_overlay(disk, workdir, disk_size), "qcow2"
+            if kernel_cmdline_extra is not None:
+                append_kernel_cmdline(disk, vm_disk, workdir, kernel_cmdline_extra)
         ovmf_vars = copy_ovmf_vars(workdir) if firmware is Firmware.UEFI else None
         ports = {guest: 0 for guest in DEFAULT_GUEST_PORTS}
         for host, guest in forwards:

@@ -10,13 +10,19 @@
     make_disk         GPT + partitions + GRUB boot sector -> lockgate-<v>.raw
     write_formats     qcow2, vhd, vmdk, gce, upgrade (as asked)
     write_manifest    build/manifest.json (artifacts, partitions, packages)
+
+Each step's time (and, for the two cached steps, whether the cache served it)
+goes to ``<out>/build-times.json``, apart from the manifest so the manifest
+stays the same from build to build.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -109,15 +115,50 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 
+# Steps that a cache can serve: "is it there?" asked just before the step runs.
+CACHE_PROBES: dict[str, Callable[[Context], bool]] = {
+    "build_rootfs": lambda c: rootfs.rootfs_tarball(c).exists(),
+    "install_lockgate": lambda c: (install.wheels_dir(c) / ".complete").exists(),
+}
+TIMES_FILE = "build-times.json"
+TIMES_FORMAT = "lockgate-build-times/1"
+
+
+def times_record(context: Context, started_at: str, steps: list[dict[str, object]],
+                 total_s: float, complete: bool) -> dict[str, object]:
+    """What ``build-times.json`` holds (``cached``: null for steps no cache serves)."""
+    probed = [s["cached"] for s in steps if s["cached"] is not None]
+    return {"format": TIMES_FORMAT, "version": context.version, "started": started_at,
+            "cache_dir": str(context.cache_dir), "complete": complete,
+            # A cold build: every cacheable step ran without its cache.
+            "cold": bool(probed) and not any(probed),
+            "total_s": round(total_s, 2), "steps": steps}
+
+
 def run_pipeline(context: Context, steps: list[tuple[str, Step]] | None = None) -> State:
     state = State()
     context.out_dir.mkdir(parents=True, exist_ok=True)
     context.work_dir.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
-    for name, step in steps or STEPS:
-        click.echo(f"==> {name}")
-        t0 = time.monotonic()
-        step(context, state)
-        click.echo(f"    {name} done in {time.monotonic() - t0:.1f} s")
+    done: list[dict[str, object]] = []
+    complete = False
+    times = context.out_dir / TIMES_FILE
+    times.unlink(missing_ok=True)  # never leave an older build's times beside this build
+    try:
+        for name, step in steps or STEPS:
+            click.echo(f"==> {name}")
+            probe = CACHE_PROBES.get(name)
+            cached = probe(context) if probe else None
+            t0 = time.monotonic()
+            step(context, state)
+            seconds = time.monotonic() - t0
+            done.append({"name": name, "seconds": round(seconds, 2), "cached": cached})
+            click.echo(f"    {name} done in {seconds:.1f} s")
+        complete = True
+    finally:
+        # Written also when a step fails (complete: false): the times up to it still tell.
+        record = times_record(context, started_at, done, time.monotonic() - started, complete)
+        times.write_text(json.dumps(record, indent=2) + "\n")
     click.echo(f"==> built {context.disk_image} in {time.monotonic() - started:.1f} s")
     return state

@@ -72,12 +72,16 @@ def machine() -> dict[str, Any]:
 @click.option("--workers", "worker_counts", default="1,2", show_default=True,
               help="Worker/thread counts to compare (1 is pinned, others are not).")
 @click.option("--image-skip", default="", metavar="rebuild,boot",
-              help="Leave out the image's warm rebuild and/or its VM boot.")
+              help="Leave out the image's warm rebuild and/or its VM boots (lockgate's and "
+                   "the bare-boot baseline it is measured against).")
+@click.option("--image-cold", is_flag=True,
+              help="Also time a cold image build (scratch output and empty scratch cache; "
+                   "minutes of mmdebstrap, root).")
 @click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
               default=REPO / "build", show_default=True, help="Where the image build lives.")
 def main(only: str | None, duration: float | None, rounds: int, quick: bool,
          warmup: float | None, idle_connections: int, max_idle_wait: float | None,
-         worker_counts: str, image_skip: str, build_dir: Path) -> None:
+         worker_counts: str, image_skip: str, image_cold: bool, build_dir: Path) -> None:
     """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
     parts = parse_only(only, build_dir)
     counts = _counts(worker_counts)  # bad options fail before anything runs
@@ -90,7 +94,7 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
     if "firstboot" in parts:
         data.update(_firstboot())
     if "image" in parts:
-        data.update(_image(build_dir, skipped))
+        data.update(_image(build_dir, skipped, image_cold))
     data["bench_s"] = round(time.monotonic() - began, 1)
     click.echo("")
     click.echo(json_line(data))
@@ -148,11 +152,11 @@ def _image_skips(text: str) -> set[str]:
     return skipped
 
 
-def _image(build_dir: Path, skipped: set[str]) -> dict[str, Any]:
+def _image(build_dir: Path, skipped: set[str], cold: bool) -> dict[str, Any]:
     from lockgate.benchmarks import image
 
     result = image.run_image(build_dir, rebuild="rebuild" not in skipped,
-                             boot="boot" not in skipped)
+                             boot="boot" not in skipped, cold=cold)
     for block in image.tables(result):
         click.echo(block)
     click.echo("")

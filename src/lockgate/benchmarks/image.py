@@ -1,19 +1,24 @@
-"""Image: sizes per format, warm rebuild time, VM start -> first proxied 200.
+"""Image: sizes, build times (last build, warm rebuild, cold on request), boot vs bare boot.
 
 Run with ``--only image`` or by default when ``build/manifest.json`` exists.
 
-* Cold build: not re-run (minutes of mmdebstrap); ``lockgate image build``
-  prints its timings but does not record them, so the bench says so.
+* Build times: ``lockgate image build`` writes each step's time, and whether
+  a cache served it, to ``<out>/build-times.json``; the last build's file is
+  reported as it is.
+* Cold build (``--image-cold``, off by default: minutes of mmdebstrap): a
+  build into a scratch folder with a scratch, empty cache folder.
 * Warm rebuild: touch one lockgate source file, run ``lockgate image build``
   again with the manifest's version and formats (the cached package layer in
   ``cache/`` is reused, as in a developer's loop) into a scratch folder beside
-  the build, per-step times from its ``NAME done in X s`` lines. Needs root.
+  the build. Needs root.
 * Boot: ``python -m lockgate.demo --image DIR --exit-after-ready`` boots the
-  freshly rebuilt image (the checkout being measured; the existing build when
-  the rebuild is skipped) with emulated EC2 user-data, configures a pool and
-  a virtual server over REST and waits for the first proxied 200; it prints
-  both times. Under TCG they are absolute figures from an emulated machine:
-  compare them only with boots measured the same way (BENCHMARKING.md).
+  freshly rebuilt image (the existing build when the rebuild is skipped) with
+  emulated EC2 user-data, configures a pool and a virtual server over REST
+  and waits for the first proxied 200. Right before it, the same image boots
+  with lockgate's own units masked on the kernel command line (same firmware,
+  same accelerator) until the login prompt: the bare boot. Lockgate's cost is
+  the difference (BENCHMARKING.md: boots are timed against a bare boot
+  measured in the same run, never as absolute figures).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -31,11 +37,19 @@ from typing import Any
 
 from lockgate.benchmarks.report import fmt, rounded, say, table
 from lockgate.benchmarks.servers import lockgate_argv, start_long_lived
-from lockgate.errors import Failure
+from lockgate.errors import Failure, LockgateError
 
 REPO = Path(__file__).resolve().parents[3]
 TOUCHED = REPO / "src/lockgate/__init__.py"  # a source file every build installs
 MIB = 1024 * 1024
+TIMES_FILE = "build-times.json"  # written by lockgate.image.build.pipeline
+TIMES_FORMAT = "lockgate-build-times/1"
+BARE_UNITS = ("lockgate-firstboot.service", "lockgate.service")
+BARE_CMDLINE = " ".join(f"systemd.mask={unit}" for unit in BARE_UNITS)
+BARE_MARKER = r"lockgate login:"  # serial getty on ttyS0: userspace is up
+FIRMWARE = "bios"  # the demo's default; the bare boot must use the same
+COLD_OFF = ("off (minutes of mmdebstrap); `--image-cold` builds into a scratch folder with an "
+            "empty scratch cache")
 _STEP = re.compile(r"^\s+(\w+) done in ([0-9.]+) s$", re.M)
 _DEMO = re.compile(r"VM start -> ready ([0-9.]+) s, -> first proxied 200 ([0-9.]+) s")
 _ACCEL = re.compile(r"accelerator: ([^:\n]+)", re.M)  # "TCG (software emulation)"
@@ -49,26 +63,103 @@ class Artifact:
     allocated: int | None  # blocks really used on disk (sparse files), None if missing
 
 
+@dataclass(frozen=True)
+class StepTime:
+    name: str
+    seconds: float
+    cached: bool | None  # None: no cache serves this step
+
+
+@dataclass(frozen=True)
+class BuildTimes:
+    """One build's ``build-times.json``."""
+
+    started: str
+    total_s: float
+    cold: bool  # every cacheable step ran without its cache
+    complete: bool
+    steps: tuple[StepTime, ...]
+
+    def steps_s(self) -> dict[str, float]:
+        return {s.name: s.seconds for s in self.steps}
+
+    def cached(self) -> dict[str, bool]:
+        return {s.name: s.cached for s in self.steps if s.cached is not None}
+
+
 @dataclass
 class ImageResult:
     build_dir: Path
     version: str = ""
     artifacts: list[Artifact] = field(default_factory=list)
-    cold_build: str = ("not recorded: `lockgate image build` prints its timings but does not "
-                       "save them, and a cold build is not re-run here")
+    last_build: BuildTimes | None = None
+    last_build_note: str = ""
+    cold: BuildTimes | None = None
+    cold_note: str = COLD_OFF
     rebuild_s: float | None = None
     rebuild_steps: dict[str, float] = field(default_factory=dict)
     rebuild_note: str = ""
+    bare_s: float | None = None
+    bare_accel: str = ""
+    bare_note: str = ""
     boot_ready_s: float | None = None
     boot_first_200_s: float | None = None
     boot_accel: str = ""
     boot_note: str = ""
     source: str = ""  # whose artifacts were measured and booted
 
+    def over_bare(self, total: float | None) -> float | None:
+        """A lockgate boot figure minus the bare boot, when both came from the same setup."""
+        if self.bare_accel and self.boot_accel and self.bare_accel != self.boot_accel:
+            return None
+        return difference(total, self.bare_s)
+
+
+def difference(total: float | None, bare: float | None) -> float | None:
+    return None if total is None or bare is None else total - bare
+
 
 def parse_build_steps(text: str) -> dict[str, float]:
     """``{step: seconds}`` from ``lockgate image build`` output."""
     return {name: float(sec) for name, sec in _STEP.findall(text)}
+
+
+def parse_build_times(data: Any) -> BuildTimes:
+    """Check and read a ``build-times.json`` object; ValueError says what is wrong."""
+    if not isinstance(data, dict) or data.get("format") != TIMES_FORMAT:
+        raise ValueError(f"not a {TIMES_FORMAT} record")
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list):
+        raise ValueError("steps: expected a list")
+    steps = []
+    for i, item in enumerate(raw_steps):
+        if not isinstance(item, dict):
+            raise ValueError(f"steps[{i}]: expected an object")
+        name, seconds, cached = item.get("name"), item.get("seconds"), item.get("cached")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"steps[{i}].name: expected a step name")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"steps[{i}].seconds: expected a number >= 0")
+        if cached is not None and not isinstance(cached, bool):
+            raise ValueError(f"steps[{i}].cached: expected true, false or null")
+        steps.append(StepTime(name, float(seconds), cached))
+    total = data.get("total_s")
+    if isinstance(total, bool) or not isinstance(total, (int, float)):
+        raise ValueError("total_s: expected a number")
+    return BuildTimes(str(data.get("started", "")), float(total), data.get("cold") is True,
+                      data.get("complete") is True, tuple(steps))
+
+
+def load_build_times(out: Path) -> BuildTimes:
+    """``out/build-times.json``; Failure with the reason when it is missing or broken."""
+    path = out / TIMES_FILE
+    try:
+        return parse_build_times(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise Failure(f"{path}: not recorded (a build older than build-times.json; "
+                      "rebuild to record it)") from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise Failure(f"{path}: unreadable ({exc})") from None
 
 
 def parse_demo_times(text: str) -> tuple[float, float] | None:
@@ -108,6 +199,42 @@ def _progress(prefix: str, keep: tuple[str, ...]) -> Any:
     return show
 
 
+def _build(manifest: dict[str, Any], formats: str, out: Path, timeout: float,
+           extra: tuple[str, ...] = ()) -> tuple[float, str]:
+    """One ``lockgate image build`` child; (wall seconds, its output)."""
+    began = time.monotonic()
+    child = start_long_lived("image build", [
+        *lockgate_argv(), "image", "build", "--version", str(manifest.get("version", "")),
+        "--formats", formats, "--out", str(out), *extra], cwd=REPO, keep_lines=400,
+        on_line=_progress("build", ("==>",)))
+    code = child.wait_exit(timeout)
+    elapsed = time.monotonic() - began
+    if code != 0:
+        raise Failure(f"lockgate image build failed with exit code {code}: {child.tail()}")
+    return elapsed, child.output()
+
+
+def _formats(result: ImageResult) -> str:
+    return ",".join(a.format for a in result.artifacts) or "raw"
+
+
+def cold_build(result: ImageResult, manifest: dict[str, Any], scratch: Path,
+               timeout: float) -> None:
+    """Build with an empty scratch cache: every package downloaded and installed again."""
+    if os.geteuid() != 0:
+        result.cold_note = "skipped: the image build needs root"
+        return
+    out, cache = scratch / "out", scratch / "cache"
+    cache.mkdir(parents=True)
+    say(f"cold build: empty cache {cache} (formats {_formats(result)}; minutes) ...")
+    try:
+        _build(manifest, _formats(result), out, timeout, ("--cache-dir", str(cache)))
+        result.cold = load_build_times(out)
+        result.cold_note = ""
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # ~1 GiB of packages and trees
+
+
 def warm_rebuild(result: ImageResult, manifest: dict[str, Any], out: Path,
                  timeout: float) -> bool:
     """Rebuild into ``out``, a scratch folder beside the build (removed after).
@@ -120,21 +247,38 @@ def warm_rebuild(result: ImageResult, manifest: dict[str, Any], out: Path,
     if os.geteuid() != 0:
         result.rebuild_note = "skipped: the image build needs root"
         return False
-    formats = ",".join(a.format for a in result.artifacts) or "raw"
     TOUCHED.touch()
-    say(f"warm rebuild after touching {TOUCHED.relative_to(REPO)} (formats {formats}) ...")
-    began = time.monotonic()
-    child = start_long_lived("image build", [
-        *lockgate_argv(), "image", "build", "--version", str(manifest.get("version", "")),
-        "--formats", formats, "--out", str(out)], cwd=REPO, keep_lines=400,
-        on_line=_progress("build", ("==>",)))
-    code = child.wait_exit(timeout)
-    elapsed = time.monotonic() - began
-    if code != 0:
-        raise Failure(f"lockgate image build failed with exit code {code}: {child.tail()}")
+    say(f"warm rebuild after touching {TOUCHED.relative_to(REPO)} (formats {_formats(result)}) ...")
+    elapsed, text = _build(manifest, _formats(result), out, timeout)
     result.rebuild_s = elapsed
-    result.rebuild_steps = parse_build_steps(child.output())
+    try:
+        result.rebuild_steps = load_build_times(out).steps_s()
+    except Failure:  # a build without build-times.json still prints its step times
+        result.rebuild_steps = parse_build_steps(text)
     return True
+
+
+def bare_boot(result: ImageResult, image: Path, timeout: float) -> None:
+    """QEMU start -> login prompt with lockgate's units masked: the baseline."""
+    from lockgate.image.boot import booted  # imported late: only the image part needs it
+    from lockgate.image.boot.qemu import Accel, choose_accel
+
+    chosen, reason = choose_accel(Accel.AUTO)  # as the demo chooses it
+    log = result.build_dir / "boot" / f"bench-bare-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    say(f"bare boot (kernel command line: {BARE_CMDLINE}) until the login prompt ...")
+    try:
+        with booted(image, cloud="ec2", firmware=FIRMWARE, accel=chosen, console_log=log,
+                    kernel_cmdline_extra=BARE_CMDLINE,
+                    on_milestone=lambda name, t: say(f"  bare: [{t:6.1f} s] {name}")) as vm:
+            vm.wait_for(BARE_MARKER, timeout, what="the login prompt")
+            result.bare_s = vm.elapsed
+            # Masked units must really have stayed off, or this is no baseline.
+            if re.search(r"lockgate-firstboot: done|lockgate-runtime: serving", vm.console_text):
+                result.bare_s = None
+                result.bare_note = f"lockgate units ran despite the mask; see {log}"
+    except LockgateError as exc:  # BootError too; the lockgate boot still runs and is reported
+        result.bare_note = f"bare boot failed: {exc}"
+    result.bare_accel = reason.split(":")[0].strip()
 
 
 def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
@@ -144,7 +288,7 @@ def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
         return
     say("booting the image (QEMU) until the first proxied 200 ...")
     child = start_long_lived("demo", [
-        sys.executable, "-m", "lockgate.demo", "--image", str(image),
+        sys.executable, "-m", "lockgate.demo", "--image", str(image), "--firmware", FIRMWARE,
         "--exit-after-ready", "--timeout", str(int(timeout))], cwd=REPO, keep_lines=400,
         on_line=_progress("boot", ("==>", "[")))
     try:
@@ -162,13 +306,21 @@ def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
     result.boot_ready_s, result.boot_first_200_s = times
 
 
-def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True,
+def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True, cold: bool = False,
               timeout: float = 1800.0) -> ImageResult:
-    """Sizes; then the warm rebuild and a boot of what it built (the code being measured),
-    or of the existing build when the rebuild is skipped."""
+    """Sizes and the last build's times; optionally a cold build; the warm rebuild; then
+    a bare boot and a lockgate boot, back to back, of what it built (the code being
+    measured), or of the existing build when the rebuild is skipped."""
     manifest = load_manifest(build_dir)
     result = ImageResult(build_dir, str(manifest.get("version", "")),
                          read_artifacts(build_dir, manifest), source=str(build_dir))
+    try:
+        result.last_build = load_build_times(build_dir)
+    except Failure as exc:
+        result.last_build_note = str(exc)
+    if cold:
+        cold_build(result, manifest, Path(tempfile.mkdtemp(dir=build_dir, prefix=".bench-cold-")),
+                   timeout)
     with tempfile.TemporaryDirectory(dir=build_dir, prefix=".bench-rebuild-") as scratch:
         image = build_dir
         if rebuild:
@@ -179,27 +331,51 @@ def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True,
         else:
             result.rebuild_note = "skipped (--image-skip rebuild)"
         if boot:
+            # Back to back, bare first: a lockgate boot is only judged against it.
+            bare_boot(result, image, timeout=600.0)
             boot_to_first_200(result, image, timeout=900.0)
         else:
-            result.boot_note = "skipped (--image-skip boot)"
+            result.boot_note = result.bare_note = "skipped (--image-skip boot)"
     return result
 
 
+def _times_json(times: BuildTimes | None) -> dict[str, Any] | None:
+    if times is None:
+        return None
+    return {"started": times.started, "total_s": rounded(times.total_s, 1), "cold": times.cold,
+            "complete": times.complete, "steps_s": times.steps_s(), "cached": times.cached()}
+
+
 def summary(result: ImageResult) -> dict[str, Any]:
+    over_200 = result.over_bare(result.boot_first_200_s)
+    over_ready = result.over_bare(result.boot_ready_s)
     return {"image": {
         "version": result.version,
         "sizes_mib": {a.format: round(a.size / MIB, 1) for a in result.artifacts},
         "allocated_mib": {a.format: None if a.allocated is None else round(a.allocated / MIB, 1)
                           for a in result.artifacts},
-        "cold_build_s": None, "cold_build_note": result.cold_build,
+        "last_build": _times_json(result.last_build),
+        "cold_build_s": rounded(result.cold.total_s if result.cold else None, 1),
+        "cold_build_steps_s": result.cold.steps_s() if result.cold else {},
+        "cold_build_note": result.cold_note,
         "warm_rebuild_s": rounded(result.rebuild_s, 1),
         "warm_rebuild_steps_s": result.rebuild_steps,
+        "bare_boot_s": rounded(result.bare_s, 1),
         "boot_ready_s": rounded(result.boot_ready_s, 1),
         "boot_first_200_s": rounded(result.boot_first_200_s, 1),
+        "boot_first_200_over_bare_s": rounded(over_200, 1),
+        "boot_ready_over_bare_s": rounded(over_ready, 1),
         "boot_accel": result.boot_accel,
         "measured": result.source,
-        "notes": [n for n in (result.rebuild_note, result.boot_note) if n],
+        "notes": [n for n in (result.last_build_note, result.rebuild_note, result.bare_note,
+                              result.boot_note) if n],
     }}
+
+
+def _steps_line(steps: dict[str, float], cached: dict[str, bool] | None = None) -> str:
+    cached = cached or {}
+    return ", ".join(f"{k} {v:.1f}" + (" (cached)" if cached.get(k) else "")
+                     for k, v in steps.items()) or "not recorded"
 
 
 def tables(result: ImageResult) -> Iterator[str]:
@@ -208,16 +384,31 @@ def tables(result: ImageResult) -> Iterator[str]:
             for a in result.artifacts]
     yield table(["format", "file", "size MiB", "on disk MiB"], rows,
                 f"Image {result.version}: artifacts of {result.source} (sizes and boot)")
-    yield f"Cold build: {result.cold_build}."
+    last = result.last_build
+    if last is not None:
+        kind = "cold (nothing cached)" if last.cold else "with cache"
+        yield (f"Last build ({result.build_dir / TIMES_FILE}, {last.started}): "
+               f"{last.total_s:.1f} s, {kind}" + ("" if last.complete else ", FAILED"))
+        yield f"  steps (s): {_steps_line(last.steps_s(), last.cached())}"
+    else:
+        yield f"Last build: {result.last_build_note}"
+    if result.cold is not None:
+        yield f"Cold build (empty cache): {result.cold.total_s:.1f} s"
+        yield f"  steps (s): {_steps_line(result.cold.steps_s())}"
+    else:
+        yield f"Cold build: {result.cold_note}."
     if result.rebuild_s is not None:
-        steps = ", ".join(f"{k} {v:.1f}" for k, v in result.rebuild_steps.items())
         yield f"Warm rebuild (after touching a lockgate source file): {result.rebuild_s:.1f} s"
-        yield f"  steps (s): {steps or 'not printed'}"
+        yield f"  steps (s): {_steps_line(result.rebuild_steps)}"
     else:
         yield f"Warm rebuild: {result.rebuild_note}"
-    if result.boot_first_200_s is not None:
-        yield (f"VM start -> appliance ready {result.boot_ready_s:.1f} s, -> first proxied "
-               f"200 {result.boot_first_200_s:.1f} s ({result.boot_accel or 'accelerator ?'}; "
-               "absolute figures under emulation, see docs/benchmarks.md)")
-    else:
-        yield f"VM start -> first proxied 200: {result.boot_note}"
+    rows = [["bare: lockgate units masked -> login prompt", fmt(result.bare_s, ".1f"), "—",
+             result.bare_note or ""],
+            ["lockgate: VM start -> appliance ready", fmt(result.boot_ready_s, ".1f"),
+             fmt(result.over_bare(result.boot_ready_s), "+.1f"), ""],
+            ["lockgate: VM start -> first proxied 200", fmt(result.boot_first_200_s, ".1f"),
+             fmt(result.over_bare(result.boot_first_200_s), "+.1f"), result.boot_note]]
+    yield table(["boot (same image, firmware, accelerator; back to back)", "s", "over bare s",
+                 "note"], rows,
+                f"Boot ({FIRMWARE}, {result.boot_accel or result.bare_accel or 'accelerator ?'}): "
+                "judge lockgate by the difference to the bare boot")
