@@ -126,7 +126,11 @@ def current_state(root: Path) -> tuple[str, list[str]]:
     from lockgate.firstboot.apply.licence import licence_accepted
 
     missing = []
-    if not admin_password_chosen(root):
+    try:
+        chosen = admin_password_chosen(root)
+    except ValueError:  # a broken users.json: z-reset-password or the wizard replace it
+        chosen = False
+    if not chosen:
         missing.append("password")
     if not licence_accepted(root):
         missing.append("accept_license")

@@ -10,6 +10,8 @@ text goes to the console and nowhere else.
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +30,43 @@ def load_users(root: Path) -> dict[str, dict[str, Any]]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ValueError(f"{path}: unreadable ({exc}); run z-reset-password") from None
     users = data.get("users") if isinstance(data, dict) else None
     if not isinstance(users, dict):
         raise ValueError(f"{path}: no \"users\" object; restore it or run z-reset-password")
     return users
 
 
-def set_admin_password(root: Path, user: str, password: str, *, generated: bool = False) -> None:
-    """Give ``user`` the admin role and ``password`` (stored hashed only)."""
+def set_admin_password(root: Path, user: str, password: str, *, generated: bool = False,
+                       replace_unreadable: bool = False) -> Path | None:
+    """Give ``user`` the admin role and ``password`` (stored hashed only).
+
+    ``replace_unreadable`` is for the console recovery tools (``z-reset-password``,
+    the wizard): a users file that is not valid JSON or not ours would otherwise
+    lock the appliance out for good. It is renamed aside (kept, still 0600) and a
+    new file holds only ``user``; the path it was renamed to is returned.
+    """
     if not user or not password:
         raise ValueError("admin user name and password must not be empty")
-    users = load_users(root)
+    kept: Path | None = None
+    try:
+        users = load_users(root)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        if not replace_unreadable:
+            raise
+        path = StatePaths.under_root(root).users
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        kept = path.with_name(f"{path.name}.unreadable-{stamp}")
+        os.replace(path, kept)
+        users = {}
     entry: dict[str, Any] = {"hash": hash_password(password), "role": "admin"}
     if generated:
         entry["generated"] = True
     users[user] = entry
     text = json.dumps({"users": users}, indent=2, sort_keys=True) + "\n"
     atomic_write(StatePaths.under_root(root).users, text.encode(), 0o600)
+    return kept
 
 
 def admin_exists(root: Path) -> bool:

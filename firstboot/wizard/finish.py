@@ -49,7 +49,8 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
 def apply_password(root: Path, answers: Answers) -> None:
     from lockgate.firstboot.apply.admin import set_admin_password
 
-    set_admin_password(root, answers.user, answers.password)
+    # The wizard is the documented way out of a broken users file: replace it (kept aside).
+    set_admin_password(root, answers.user, answers.password, replace_unreadable=True)
 
 
 def apply_timezone(root: Path, answers: Answers) -> None:

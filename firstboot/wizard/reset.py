@@ -62,5 +62,8 @@ def reset_password(root: Path, user: str | None, password_stdin: bool,
 
     from lockgate.firstboot.apply.admin import set_admin_password
 
-    set_admin_password(root, user, password)
+    kept = set_admin_password(root, user, password, replace_unreadable=True)
+    if kept is not None:
+        stdout.write(f"note: the users file could not be read; it was kept as {kept} "
+                     f"and replaced by one with only '{user}'.\n")
     return user

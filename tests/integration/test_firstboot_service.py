@@ -140,6 +140,23 @@ def test_malformed_console_fd_is_a_usage_error(tmp_path: Path, target: str) -> N
     assert "Traceback" not in proc.stdout
 
 
+def test_broken_users_file_is_no_crash_and_z_reset_password_recovers(tmp_path: Path) -> None:
+    users_file = StatePaths.under_root(tmp_path / "root").users
+    users_file.parent.mkdir(parents=True)
+    users_file.write_text('{"users": ')  # truncated, e.g. by a disk problem
+    proc, status, console = firstboot_run(tmp_path, "file:/dev/null")
+    assert status["state"] == "failed" and "z-reset-password" in status["steps"][0]["message"]
+    proc, status, console = firstboot_run(tmp_path, "file:/dev/null")  # the next boot
+    assert "Traceback" not in proc.stderr
+    assert status["state"] == "needs-initial-configuration", status
+    assert console.splitlines()[-1].startswith(f"{DONE_MARKER} state=needs-initial-configuration")
+    reset = subprocess.run([str(Path(LOCKGATE).with_name("z-reset-password")), "--root",
+                            str(tmp_path / "root"), "--password-stdin"], input="again-pw1\n",
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert reset.returncode == 0, reset.stderr
+    assert verify_password("again-pw1", json.loads(users_file.read_text())["users"]["admin"]["hash"])
+
+
 def test_status_without_a_run_says_so(tmp_path: Path) -> None:
     proc = lockgate("firstboot", "status", "--root", str(tmp_path))
     assert proc.returncode == 1 and "no first-boot status" in proc.stderr

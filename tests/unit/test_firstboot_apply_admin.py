@@ -127,3 +127,36 @@ def test_corrupt_users_file_is_an_error_not_a_silent_reset(tmp_path: Path) -> No
     users.write_text('{"something": 1}')
     with pytest.raises(ValueError, match="users"):
         set_admin_password(tmp_path, "admin", "pw")
+
+
+@pytest.mark.parametrize("broken", [b'{"users": ', b"", b"[]", b"\xff\xfe"])
+def test_reset_password_recovers_from_an_unreadable_users_file(tmp_path: Path,
+                                                               broken: bytes) -> None:
+    """The documented recovery (z-reset-password, the wizard) must work on a broken file."""
+    import io
+
+    from lockgate.firstboot.wizard.reset import reset_password
+
+    users_file = StatePaths.under_root(tmp_path).users
+    users_file.parent.mkdir(parents=True)
+    users_file.write_bytes(broken)
+    users_file.chmod(0o600)
+    out = io.StringIO()
+    assert reset_password(tmp_path, None, True, stdin=io.StringIO("fresh-pass1\n"),
+                          stdout=out) == "admin"
+    users = load_users(tmp_path)
+    assert verify_password("fresh-pass1", users["admin"]["hash"])
+    assert admin_password_chosen(tmp_path)
+    kept = sorted(users_file.parent.glob("users.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == broken  # nothing thrown away
+    assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    assert kept[0].name in out.getvalue()
+
+
+def test_set_admin_password_still_refuses_a_broken_file_by_default(tmp_path: Path) -> None:
+    users_file = StatePaths.under_root(tmp_path).users
+    users_file.parent.mkdir(parents=True)
+    users_file.write_text("[]")
+    with pytest.raises(ValueError):
+        set_admin_password(tmp_path, "admin", "whatever1")
+    assert users_file.read_text() == "[]"
