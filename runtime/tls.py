@@ -69,6 +69,7 @@ def fingerprint(cert: bytes | x509.Certificate) -> str:
 def _to_der(data: bytes) -> bytes:
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    x509.load_der_x509_certificate(data)  # ValueError for bytes that are no certificate
     return data
 
 
@@ -78,7 +79,20 @@ def ensure_certificate(state_dir: Path, hostname: str | None = None) -> Certific
     cert_path, key_path = tls_dir / CERT_NAME, tls_dir / KEY_NAME
     if cert_path.exists() and key_path.exists():
         _check_key_mode(key_path)
-        return Certificate(cert_path, key_path, created=False)
+        problem = _unusable(cert_path, key_path)
+        if problem is None:
+            return Certificate(cert_path, key_path, created=False)
+        # A pair TLS cannot load (truncated by a disk problem, edited by hand) would
+        # fail every start of the management plane; keep it for inspection and make
+        # a new one. Peers that pinned the old fingerprint must be given the new one.
+        try:
+            kept = _set_aside(cert_path, key_path)
+        except OSError as exc:
+            raise Failure(f"{cert_path}: unusable ({problem}) and cannot be replaced: "
+                          f"{exc.strerror or exc}") from exc
+        log.warning("%s and %s cannot be used (%s); kept as %s; generating a new "
+                    "certificate: the fingerprint changes", cert_path, key_path, problem,
+                    ", ".join(str(k) for k in kept))
     try:
         tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(tls_dir, 0o700)
@@ -169,6 +183,26 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def _unusable(cert_path: Path, key_path: Path) -> str | None:
+    """Why TLS cannot serve this pair, or None when it can."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as exc:  # an OSError (unreadable) is a real error, not "replace it"
+        return exc.reason or str(exc)
+    return None
+
+
+def _set_aside(*paths: Path) -> list[Path]:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    kept = []
+    for path in paths:
+        target = path.with_name(f"{path.name}.unusable-{stamp}")
+        os.replace(path, target)  # a rename keeps the key's 0600
+        kept.append(target)
+    return kept
 
 
 def _check_key_mode(key_path: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from cryptography import x509
 
@@ -93,3 +94,38 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(fingerprint_command, ["--state-dir", str(blocker / "state")])
     assert result.exit_code == 1
     assert "cannot write the management certificate" in result.output
+
+
+def _break(kind: str, tmp_path: Path) -> tuple[Path, Path]:
+    good = ensure_certificate(tmp_path, hostname="broken-pair")
+    other = ensure_certificate(tmp_path / "other", hostname="other")
+    if kind == "garbage cert":
+        good.cert_path.write_bytes(b"garbage\n")
+    elif kind == "empty key":
+        good.key_path.write_bytes(b"")
+    else:  # a key that belongs to another certificate
+        good.key_path.write_bytes(other.key_path.read_bytes())
+    return good.cert_path, good.key_path
+
+
+@pytest.mark.parametrize("kind", ["garbage cert", "empty key", "mismatched key"])
+def test_unusable_pair_is_replaced_so_the_management_plane_can_start(tmp_path: Path,
+                                                                     kind: str) -> None:
+    """A pair TLS cannot load would make every start fail (Restart=on-failure forever)."""
+    cert_path, key_path = _break(kind, tmp_path)
+    broken = cert_path.read_bytes(), key_path.read_bytes()
+    again = ensure_certificate(tmp_path)
+    assert again.created
+    again.server_context()  # loads: the REST API and Admin UI can start
+    assert again.fingerprint == openssl_fingerprint(again.cert_path)
+    assert stat.S_IMODE(again.key_path.stat().st_mode) == 0o600
+    kept_key = list(key_path.parent.glob("admin.key.unusable-*"))
+    kept_cert = list(cert_path.parent.glob("admin.crt.unusable-*"))
+    assert len(kept_key) == 1 and len(kept_cert) == 1
+    assert (kept_cert[0].read_bytes(), kept_key[0].read_bytes()) == broken
+    assert stat.S_IMODE(kept_key[0].stat().st_mode) == 0o600
+
+
+def test_fingerprint_refuses_bytes_that_are_no_certificate() -> None:
+    with pytest.raises(ValueError):
+        fingerprint(b"garbage\n")
