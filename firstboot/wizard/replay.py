@@ -74,7 +74,10 @@ def format_replay(answers: Answers) -> str:
 def write_replay(path: Path, answers: Answers) -> None:
     """Write atomically, mode 0600 from the start: the password is never world-readable."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The name is predictable and the folder may be shared (/tmp): never follow or
+    # reuse what is there, or the password could be written through a planted link.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)  # a stale temporary file may have had looser bits
         with os.fdopen(fd, "w", encoding="utf-8") as out:

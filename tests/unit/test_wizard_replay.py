@@ -128,3 +128,20 @@ def test_write_replay_is_0600_even_over_a_looser_file(tmp_path: Path) -> None:
 def test_passwords_with_unusual_separators_round_trip() -> None:
     password = "form\x0cfeed\u2028line\x85sep"
     assert replay_back(format_replay(sample(password))).password == password
+
+
+def test_write_replay_does_not_follow_a_planted_temporary_symlink(tmp_path: Path) -> None:
+    """--record-to in a shared folder (/tmp): a symlink at the temporary name must not
+    make the password land in (or truncate) the file it points at."""
+    import os
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    path = tmp_path / "answers.txt"
+    (tmp_path / f".answers.txt.tmp{os.getpid()}").symlink_to(victim)
+    write_replay(path, sample())
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert not path.is_symlink() and "password=secret-1\n" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
