@@ -21,6 +21,7 @@ class Session:
     user: str
     expires: float
     last_seen: float
+    credential: str | None = None  # digest of the password hash at login (see AdminUi)
 
 
 class Sessions:
@@ -36,14 +37,14 @@ class Sessions:
     def _digest(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    def create(self, user: str) -> str:
+    def create(self, user: str, credential: str | None = None) -> str:
         now = self.clock()
         self._expire(now)
         if len(self._by_digest) >= self.limit:  # bound memory: drop the stalest session
             oldest = min(self._by_digest, key=lambda d: self._by_digest[d].last_seen)
             del self._by_digest[oldest]
         token = secrets.token_urlsafe(32)
-        self._by_digest[self._digest(token)] = Session(user, now + self.lifetime, now)
+        self._by_digest[self._digest(token)] = Session(user, now + self.lifetime, now, credential)
         return token
 
     def lookup(self, token: str | None) -> Session | None:

@@ -85,6 +85,10 @@ class AdminUi:
                 return await self._login(request)
             return self._login_page(200)
         session = self.sessions.lookup(token)
+        if session is not None and (session.credential is None or session.credential
+                                    != self.auth.credential_tag(session.user)):
+            self.sessions.end(token)  # password changed or user removed since the login
+            session = None
         if session is None:
             return _redirect("/login")
         return await self._status(session)
@@ -96,7 +100,7 @@ class AdminUi:
         password = (form.get("password") or [""])[0]
         verdict = await self.auth.check(request.client, user or None, password or None)
         if verdict.outcome is Outcome.OK and verdict.user:
-            token = self.sessions.create(verdict.user)
+            token = self.sessions.create(verdict.user, self.auth.credential_tag(verdict.user))
             cookie = set_cookie(token, int(self.sessions.lifetime))
             return _redirect("/", [("Set-Cookie", cookie)])
         if verdict.outcome is Outcome.LOCKED:

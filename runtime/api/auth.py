@@ -120,7 +120,7 @@ class Authenticator:
         self._cache_key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, str]] = {}
         self._users: dict[str, dict[str, str]] = {}
-        self._users_stamp: tuple[int, int] | None = None
+        self._users_stamp: tuple[int, int, int] | None = None
 
     def configured(self) -> bool:
         return self.users_file.exists()
@@ -130,7 +130,10 @@ class Authenticator:
             st = self.users_file.stat()
         except FileNotFoundError:
             return None
-        stamp = (st.st_mtime_ns, st.st_size)
+        # The inode too: every writer replaces the file by a rename, and mtime is only
+        # as fine as the kernel's clock tick, so a quick rewrite of the same size
+        # could otherwise go unnoticed.
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._users_stamp:
             try:
                 data = json.loads(self.users_file.read_text())
@@ -144,6 +147,18 @@ class Authenticator:
             self._users_stamp = stamp
             self._cache.clear()  # a changed password must not stay valid through the cache
         return self._users
+
+    def credential_tag(self, user: str) -> str | None:
+        """A digest of ``user``'s stored hash, None when the user is gone.
+
+        Sessions remember it at login and compare it later, so a new password
+        (``z-reset-password``) or a removed user ends the sessions opened before.
+        """
+        entry = (self._load_users() or {}).get(user)
+        stored = entry.get("hash") if entry else None
+        if not isinstance(stored, str):
+            return None
+        return hashlib.sha256(stored.encode()).hexdigest()
 
     async def check(self, client: str, user: str | None, password: str | None) -> Verdict:
         wait = self.limiter.retry_after(client)

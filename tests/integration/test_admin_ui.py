@@ -73,6 +73,20 @@ def test_login_status_logout_flow(server: Running) -> None:
     assert admin(server, "GET", "/", cookie=cookie).status == 303  # the old cookie is dead
 
 
+@pytest.mark.parametrize("users", [{"admin": "a-new-password"}, {"someone-else": PASSWORD}])
+def test_session_ends_when_the_password_changes_or_the_user_goes(tmp_path: Path,
+                                                                  users: dict[str, str]) -> None:
+    """z-reset-password (e.g. after a leaked password) must also log out open sessions."""
+    write_users(tmp_path)
+    with running(tmp_path) as srv:
+        cookie = session_cookie(login(srv))
+        assert admin(srv, "GET", "/", cookie=cookie).status == 200
+        write_users(tmp_path, users)
+        assert admin(srv, "GET", "/", cookie=cookie).status == 303
+        write_users(tmp_path)  # the old password again: the ended session stays ended
+        assert admin(srv, "GET", "/", cookie=cookie).status == 303
+
+
 def test_wrong_password_and_forged_cookie(server: Running) -> None:
     bad = login(server, password="nope")
     assert bad.status == 401 and b"Wrong user name or password" in bad.body
