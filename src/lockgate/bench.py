@@ -77,11 +77,15 @@ def machine() -> dict[str, Any]:
 @click.option("--image-cold", is_flag=True,
               help="Also time a cold image build (scratch output and empty scratch cache; "
                    "minutes of mmdebstrap, root).")
+@click.option("--image-boot-rounds", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Rounds of (bare boot, lockgate boot), taking turns going first; medians "
+                   "reported.")
 @click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
               default=REPO / "build", show_default=True, help="Where the image build lives.")
 def main(only: str | None, duration: float | None, rounds: int, quick: bool,
          warmup: float | None, idle_connections: int, max_idle_wait: float | None,
-         worker_counts: str, image_skip: str, image_cold: bool, build_dir: Path) -> None:
+         worker_counts: str, image_skip: str, image_cold: bool, image_boot_rounds: int,
+         build_dir: Path) -> None:
     """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
     parts = parse_only(only, build_dir)
     counts = _counts(worker_counts)  # bad options fail before anything runs
@@ -94,7 +98,7 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
     if "firstboot" in parts:
         data.update(_firstboot())
     if "image" in parts:
-        data.update(_image(build_dir, skipped, image_cold))
+        data.update(_image(build_dir, skipped, image_cold, image_boot_rounds))
     data["bench_s"] = round(time.monotonic() - began, 1)
     click.echo("")
     click.echo(json_line(data))
@@ -152,11 +156,11 @@ def _image_skips(text: str) -> set[str]:
     return skipped
 
 
-def _image(build_dir: Path, skipped: set[str], cold: bool) -> dict[str, Any]:
+def _image(build_dir: Path, skipped: set[str], cold: bool, boot_rounds: int) -> dict[str, Any]:
     from lockgate.benchmarks import image
 
     result = image.run_image(build_dir, rebuild="rebuild" not in skipped,
-                             boot="boot" not in skipped, cold=cold)
+                             boot="boot" not in skipped, cold=cold, boot_rounds_n=boot_rounds)
     for block in image.tables(result):
         click.echo(block)
     click.echo("")

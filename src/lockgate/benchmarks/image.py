@@ -14,11 +14,13 @@ Run with ``--only image`` or by default when ``build/manifest.json`` exists.
 * Boot: ``python -m lockgate.demo --image DIR --exit-after-ready`` boots the
   freshly rebuilt image (the existing build when the rebuild is skipped) with
   emulated EC2 user-data, configures a pool and a virtual server over REST
-  and waits for the first proxied 200. Right before it, the same image boots
-  with lockgate's own units masked on the kernel command line (same firmware,
-  same accelerator) until the login prompt: the bare boot. Lockgate's cost is
-  the difference (BENCHMARKING.md: boots are timed against a bare boot
-  measured in the same run, never as absolute figures).
+  and waits for the first proxied 200. Beside it, the same image boots with
+  lockgate's own units masked on the kernel command line (same firmware, same
+  accelerator) until the login prompt: the bare boot. Lockgate's cost is the
+  difference (BENCHMARKING.md: boots are timed against a bare boot measured
+  in the same run, never as absolute figures). Each round boots both back to
+  back, taking turns going first; the median of the per-round differences is
+  reported.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockgate.benchmarks.report import fmt, rounded, say, table
+from lockgate.benchmarks.report import fmt, median, rounded, say, table
 from lockgate.benchmarks.servers import lockgate_argv, start_long_lived
 from lockgate.errors import Failure, LockgateError
 
@@ -88,6 +90,26 @@ class BuildTimes:
 
 
 @dataclass
+class BootRound:
+    """One bare boot and one lockgate boot of the same image, back to back."""
+
+    first: str = "bare"  # which of the two booted first
+    bare_s: float | None = None
+    bare_accel: str = ""
+    bare_note: str = ""
+    ready_s: float | None = None
+    first_200_s: float | None = None
+    accel: str = ""
+    note: str = ""
+
+    def over_bare(self, total: float | None) -> float | None:
+        """A lockgate boot figure minus this round's bare boot, if both ran alike."""
+        if self.bare_accel and self.accel and self.bare_accel != self.accel:
+            return None
+        return difference(total, self.bare_s)
+
+
+@dataclass
 class ImageResult:
     build_dir: Path
     version: str = ""
@@ -99,20 +121,23 @@ class ImageResult:
     rebuild_s: float | None = None
     rebuild_steps: dict[str, float] = field(default_factory=dict)
     rebuild_note: str = ""
-    bare_s: float | None = None
-    bare_accel: str = ""
-    bare_note: str = ""
-    boot_ready_s: float | None = None
-    boot_first_200_s: float | None = None
-    boot_accel: str = ""
+    boots: list[BootRound] = field(default_factory=list)
     boot_note: str = ""
     source: str = ""  # whose artifacts were measured and booted
 
-    def over_bare(self, total: float | None) -> float | None:
-        """A lockgate boot figure minus the bare boot, when both came from the same setup."""
-        if self.bare_accel and self.boot_accel and self.bare_accel != self.boot_accel:
+    def median_of(self, name: str) -> float | None:
+        return median(getattr(r, name) for r in self.boots)
+
+    def median_over_bare(self, name: str) -> float | None:
+        """Median over rounds of (lockgate figure - bare boot); None if any round lacks one."""
+        diffs = [r.over_bare(getattr(r, name)) for r in self.boots]
+        if not diffs or any(d is None for d in diffs):
             return None
-        return difference(total, self.bare_s)
+        return median(diffs)
+
+    @property
+    def accel(self) -> str:
+        return next((r.accel or r.bare_accel for r in self.boots if r.accel or r.bare_accel), "")
 
 
 def difference(total: float | None, bare: float | None) -> float | None:
@@ -258,7 +283,7 @@ def warm_rebuild(result: ImageResult, manifest: dict[str, Any], out: Path,
     return True
 
 
-def bare_boot(result: ImageResult, image: Path, timeout: float) -> None:
+def bare_boot(result: ImageResult, boot: BootRound, image: Path, timeout: float) -> None:
     """QEMU start -> login prompt with lockgate's units masked: the baseline."""
     from lockgate.image.boot import booted  # imported late: only the image part needs it
     from lockgate.image.boot.qemu import Accel, choose_accel
@@ -271,21 +296,17 @@ def bare_boot(result: ImageResult, image: Path, timeout: float) -> None:
                     kernel_cmdline_extra=BARE_CMDLINE,
                     on_milestone=lambda name, t: say(f"  bare: [{t:6.1f} s] {name}")) as vm:
             vm.wait_for(BARE_MARKER, timeout, what="the login prompt")
-            result.bare_s = vm.elapsed
+            boot.bare_s = vm.elapsed
             # Masked units must really have stayed off, or this is no baseline.
             if re.search(r"lockgate-firstboot: done|lockgate-runtime: serving", vm.console_text):
-                result.bare_s = None
-                result.bare_note = f"lockgate units ran despite the mask; see {log}"
+                boot.bare_s = None
+                boot.bare_note = f"lockgate units ran despite the mask; see {log}"
     except LockgateError as exc:  # BootError too; the lockgate boot still runs and is reported
-        result.bare_note = f"bare boot failed: {exc}"
-    result.bare_accel = reason.split(":")[0].strip()
+        boot.bare_note = f"bare boot failed: {exc}"
+    boot.bare_accel = reason.split(":")[0].strip()
 
 
-def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
-    demo = REPO / "src/lockgate/demo.py"
-    if not demo.exists():
-        result.boot_note = "not available yet: lockgate.demo is missing"
-        return
+def boot_to_first_200(boot: BootRound, image: Path, timeout: float) -> None:
     say("booting the image (QEMU) until the first proxied 200 ...")
     child = start_long_lived("demo", [
         sys.executable, "-m", "lockgate.demo", "--image", str(image), "--firmware", FIRMWARE,
@@ -298,16 +319,32 @@ def boot_to_first_200(result: ImageResult, image: Path, timeout: float) -> None:
     text = child.output()
     times = parse_demo_times(text)
     accel = _ACCEL.search(text)
-    result.boot_accel = accel.group(1).strip() if accel else ""
+    boot.accel = accel.group(1).strip() if accel else ""
     if code != 0 or times is None:
         last = [line for line in text.splitlines() if "password" not in line][-3:]
-        result.boot_note = f"boot failed (exit {code}): {' | '.join(last)}"
+        boot.note = f"boot failed (exit {code}): {' | '.join(last)}"
         return
-    result.boot_ready_s, result.boot_first_200_s = times
+    boot.ready_s, boot.first_200_s = times
+
+
+def boot_rounds(result: ImageResult, image: Path, rounds: int) -> None:
+    """Bare and lockgate boots back to back, taking turns going first."""
+    if not (REPO / "src/lockgate/demo.py").exists():
+        result.boot_note = "not available yet: lockgate.demo is missing"
+        return
+    for index in range(rounds):
+        boot = BootRound(first="bare" if index % 2 == 0 else "lockgate")
+        result.boots.append(boot)
+        say(f"boot round {index + 1}/{rounds} ({boot.first} first)")
+        for which in ("bare", "lockgate") if boot.first == "bare" else ("lockgate", "bare"):
+            if which == "bare":
+                bare_boot(result, boot, image, timeout=600.0)
+            else:
+                boot_to_first_200(boot, image, timeout=900.0)
 
 
 def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True, cold: bool = False,
-              timeout: float = 1800.0) -> ImageResult:
+              boot_rounds_n: int = 2, timeout: float = 1800.0) -> ImageResult:
     """Sizes and the last build's times; optionally a cold build; the warm rebuild; then
     a bare boot and a lockgate boot, back to back, of what it built (the code being
     measured), or of the existing build when the rebuild is skipped."""
@@ -331,11 +368,9 @@ def run_image(build_dir: Path, *, rebuild: bool = True, boot: bool = True, cold:
         else:
             result.rebuild_note = "skipped (--image-skip rebuild)"
         if boot:
-            # Back to back, bare first: a lockgate boot is only judged against it.
-            bare_boot(result, image, timeout=600.0)
-            boot_to_first_200(result, image, timeout=900.0)
+            boot_rounds(result, image, boot_rounds_n)
         else:
-            result.boot_note = result.bare_note = "skipped (--image-skip boot)"
+            result.boot_note = "skipped (--image-skip boot)"
     return result
 
 
@@ -347,8 +382,9 @@ def _times_json(times: BuildTimes | None) -> dict[str, Any] | None:
 
 
 def summary(result: ImageResult) -> dict[str, Any]:
-    over_200 = result.over_bare(result.boot_first_200_s)
-    over_ready = result.over_bare(result.boot_ready_s)
+    notes = [result.last_build_note, result.rebuild_note, result.boot_note]
+    for i, r in enumerate(result.boots, 1):
+        notes += [f"round {i}: {n}" for n in (r.bare_note, r.note) if n]
     return {"image": {
         "version": result.version,
         "sizes_mib": {a.format: round(a.size / MIB, 1) for a in result.artifacts},
@@ -360,15 +396,18 @@ def summary(result: ImageResult) -> dict[str, Any]:
         "cold_build_note": result.cold_note,
         "warm_rebuild_s": rounded(result.rebuild_s, 1),
         "warm_rebuild_steps_s": result.rebuild_steps,
-        "bare_boot_s": rounded(result.bare_s, 1),
-        "boot_ready_s": rounded(result.boot_ready_s, 1),
-        "boot_first_200_s": rounded(result.boot_first_200_s, 1),
-        "boot_first_200_over_bare_s": rounded(over_200, 1),
-        "boot_ready_over_bare_s": rounded(over_ready, 1),
-        "boot_accel": result.boot_accel,
+        # Medians over the boot rounds; *_over_bare_s: median of per-round differences.
+        "bare_boot_s": rounded(result.median_of("bare_s"), 1),
+        "boot_ready_s": rounded(result.median_of("ready_s"), 1),
+        "boot_first_200_s": rounded(result.median_of("first_200_s"), 1),
+        "boot_ready_over_bare_s": rounded(result.median_over_bare("ready_s"), 1),
+        "boot_first_200_over_bare_s": rounded(result.median_over_bare("first_200_s"), 1),
+        "boot_rounds": [{"first": r.first, "bare_s": rounded(r.bare_s, 1),
+                         "ready_s": rounded(r.ready_s, 1),
+                         "first_200_s": rounded(r.first_200_s, 1)} for r in result.boots],
+        "boot_accel": result.accel,
         "measured": result.source,
-        "notes": [n for n in (result.last_build_note, result.rebuild_note, result.bare_note,
-                              result.boot_note) if n],
+        "notes": [n for n in notes if n],
     }}
 
 
@@ -402,13 +441,22 @@ def tables(result: ImageResult) -> Iterator[str]:
         yield f"  steps (s): {_steps_line(result.rebuild_steps)}"
     else:
         yield f"Warm rebuild: {result.rebuild_note}"
-    rows = [["bare: lockgate units masked -> login prompt", fmt(result.bare_s, ".1f"), "—",
-             result.bare_note or ""],
-            ["lockgate: VM start -> appliance ready", fmt(result.boot_ready_s, ".1f"),
-             fmt(result.over_bare(result.boot_ready_s), "+.1f"), ""],
-            ["lockgate: VM start -> first proxied 200", fmt(result.boot_first_200_s, ".1f"),
-             fmt(result.over_bare(result.boot_first_200_s), "+.1f"), result.boot_note]]
-    yield table(["boot (same image, firmware, accelerator; back to back)", "s", "over bare s",
-                 "note"], rows,
-                f"Boot ({FIRMWARE}, {result.boot_accel or result.bare_accel or 'accelerator ?'}): "
-                "judge lockgate by the difference to the bare boot")
+    if not result.boots:
+        yield f"Boot: {result.boot_note}"
+        return
+    rows = []
+    for i, r in enumerate(result.boots, 1):
+        rows.append([f"{i} ({r.first} first)", fmt(r.bare_s, ".1f"), fmt(r.ready_s, ".1f"),
+                     fmt(r.first_200_s, ".1f"), fmt(r.over_bare(r.ready_s), "+.1f"),
+                     fmt(r.over_bare(r.first_200_s), "+.1f"),
+                     "; ".join(n for n in (r.bare_note, r.note) if n)])
+    rows.append(["median", fmt(result.median_of("bare_s"), ".1f"),
+                 fmt(result.median_of("ready_s"), ".1f"),
+                 fmt(result.median_of("first_200_s"), ".1f"),
+                 fmt(result.median_over_bare("ready_s"), "+.1f"),
+                 fmt(result.median_over_bare("first_200_s"), "+.1f"), ""])
+    yield table(["round", "bare -> login s", "-> ready s", "-> first 200 s",
+                 "ready over bare s", "first 200 over bare s", "note"], rows,
+                f"Boot ({FIRMWARE}, {result.accel or 'accelerator ?'}; same image, back to "
+                "back): bare = lockgate's units masked, until the login prompt; judge lockgate "
+                "by the difference")
