@@ -8,8 +8,10 @@ prints ``lockgate-runtime: serving ...`` once every listener is up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,28 @@ from lockgate.runtime.config.store import ConfigStore
 from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
 
 log = logging.getLogger("lockgate.runtime.serve")
+
+
+@contextlib.contextmanager
+def store_errors(store: ConfigStore) -> Iterator[None]:
+    """An unusable state dir or a damaged store file: one ``error:`` line, exit 1.
+
+    The damaged file is left as it is: it is the only copy of the configuration,
+    so whether to restore or discard it is the operator's call.
+    """
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:  # config.json is not JSON (or not UTF-8)
+        raise Failure(f"{store.path}: damaged ({exc}); restore it from a backup, or move "
+                      "it aside to start from an empty configuration") from None
+    except KeyError as exc:
+        raise Failure(f"{store.path}: damaged (no {exc} entry); restore it from a backup, "
+                      "or move it aside to start from an empty configuration") from None
+    except OSError as exc:
+        raise Failure(f"state dir {store.folder.parent}: {exc.strerror or exc}"
+                      + (f": {exc.filename}" if exc.filename else "")) from None
 
 
 def import_config(store: ConfigStore, config_file: Path | None, force: bool = False) -> int | None:
@@ -80,11 +104,12 @@ def serve_command(config_file: Path | None, state_dir: Path, workers: int | None
                   no_management: bool) -> None:
     """Run the traffic manager (proxy workers, REST API, Admin UI)."""
     store = ConfigStore(state_dir)
-    import_config(store, config_file)
-    try:
-        config = store.load()
-    except ConfigError as exc:
-        raise BadInput(f"stored config: {exc.field}: {exc.message}") from None
+    with store_errors(store):
+        import_config(store, config_file)
+        try:
+            config = store.load()
+        except ConfigError as exc:
+            raise BadInput(f"stored config: {exc.field}: {exc.message}") from None
     count = workers or config.workers or os.cpu_count() or 1
     management = None if no_management else {
         "host": management_host, "rest_port": rest_port, "admin_port": admin_port}
@@ -101,7 +126,8 @@ def serve_command(config_file: Path | None, state_dir: Path, workers: int | None
 def reload_command(config_file: Path | None, state_dir: Path) -> None:
     """Apply the stored config (or a new file) to the running traffic manager."""
     store = ConfigStore(state_dir)
-    version = import_config(store, config_file, force=True) or store.version
+    with store_errors(store):
+        version = import_config(store, config_file, force=True) or store.version
     if notify_reload(state_dir):
         click.echo(f"lockgate-runtime: config version {version} sent to the running workers")
     else:
