@@ -31,6 +31,26 @@ def read_user_data(value: str | None) -> bytes | None:
     return value.encode()
 
 
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def check_disk(image: Path) -> None:
+    """Refuse a file that is no disk image before QEMU starts: booting one would only
+    end when the quiet watchdog fires, minutes later. A raw disk (and a fixed VHD)
+    starts with a boot sector (the GPT's protective MBR ends in 55 AA); a qcow2 file
+    with its magic. Folders and missing paths are left to ``resolve_image``."""
+    if not image.is_file():
+        return
+    try:
+        with image.open("rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise BadInput(f"{image}: cannot read: {exc.strerror}") from None
+    if head[:4] != QCOW2_MAGIC and head[510:512] != b"\x55\xaa":
+        raise BadInput(f"{image}: not a disk image (no boot sector or qcow2 header); give a "
+                       "built .raw/.qcow2 image or the build folder")
+
+
 def _milestone(name: str, elapsed: float) -> None:
     click.echo(f"[{elapsed:6.1f} s] {name}")
 
@@ -62,6 +82,7 @@ def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards
          memory_mib: int, persist: bool, accel: str, console_log: Path | None, timeout: float,
          quiet_timeout: float, exit_after_ready: bool) -> None:
     """Boot IMAGE (disk.raw or its build folder) in QEMU with an emulated cloud."""
+    check_disk(image)
     data = read_user_data(user_data)
     pairs = [parse_forward(f) for f in forwards]
     chosen, reason = choose_accel(Accel(accel))
