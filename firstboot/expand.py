@@ -87,7 +87,10 @@ def data_partition(table: dict[str, object]) -> Partition:
         raise LockgateError("the disk has no partitions")
     last = max(parts, key=lambda p: p.start)
     named = [p for p in parts if p.name == "data"]
-    if named and named[0] != last:
+    if not named:  # another disk (a wrong --disk): never grow someone else's partition
+        raise LockgateError("no partition named 'data' on this disk; it is not a lockgate "
+                            "appliance disk")
+    if named[0] != last:
         raise LockgateError(f"the data partition ({named[0].node}) is not the last one; "
                             "growing it would overwrite another partition")
     return last

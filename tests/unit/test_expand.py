@@ -139,3 +139,17 @@ def test_command_line_dry_run(disk: Path) -> None:
                           env={"PATH": f"{Path(__file__).resolve().parents[2] / '.venv/bin'}:/usr/sbin:/usr/bin:/sbin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "would grow" in proc.stdout
+
+
+def test_refuses_a_disk_without_a_data_partition(tmp_path: Path) -> None:
+    """--disk pointed at the wrong disk must not grow whatever partition is last."""
+    path = tmp_path / "disk.raw"
+    with path.open("wb") as fh:
+        fh.truncate(64 * MIB)
+    sh("sfdisk", "-q", path, stdin="label: gpt\nsize=8M, name=boot\nsize=8M, name=other\n")
+    with path.open("r+b") as fh:
+        fh.truncate(128 * MIB)
+    before = path.read_bytes()
+    with pytest.raises(ex.LockgateError, match="no partition named 'data'"):
+        ex.expand(str(path))
+    assert path.read_bytes() == before
