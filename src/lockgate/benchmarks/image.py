@@ -120,6 +120,7 @@ class ImageResult:
     cold_note: str = COLD_OFF
     rebuild_s: float | None = None
     rebuild_steps: dict[str, float] = field(default_factory=dict)
+    rebuild_cached: dict[str, bool] = field(default_factory=dict)  # which steps a cache served
     rebuild_note: str = ""
     boots: list[BootRound] = field(default_factory=list)
     boot_note: str = ""
@@ -277,7 +278,8 @@ def warm_rebuild(result: ImageResult, manifest: dict[str, Any], out: Path,
     elapsed, text = _build(manifest, _formats(result), out, timeout)
     result.rebuild_s = elapsed
     try:
-        result.rebuild_steps = load_build_times(out).steps_s()
+        times = load_build_times(out)
+        result.rebuild_steps, result.rebuild_cached = times.steps_s(), times.cached()
     except Failure:  # a build without build-times.json still prints its step times
         result.rebuild_steps = parse_build_steps(text)
     return True
@@ -396,6 +398,7 @@ def summary(result: ImageResult) -> dict[str, Any]:
         "cold_build_note": result.cold_note,
         "warm_rebuild_s": rounded(result.rebuild_s, 1),
         "warm_rebuild_steps_s": result.rebuild_steps,
+        "warm_rebuild_cached": result.rebuild_cached,
         # Medians over the boot rounds; *_over_bare_s: median of per-round differences.
         "bare_boot_s": rounded(result.median_of("bare_s"), 1),
         "boot_ready_s": rounded(result.median_of("ready_s"), 1),
@@ -438,7 +441,7 @@ def tables(result: ImageResult) -> Iterator[str]:
         yield f"Cold build: {result.cold_note}."
     if result.rebuild_s is not None:
         yield f"Warm rebuild (after touching a lockgate source file): {result.rebuild_s:.1f} s"
-        yield f"  steps (s): {_steps_line(result.rebuild_steps)}"
+        yield f"  steps (s): {_steps_line(result.rebuild_steps, result.rebuild_cached)}"
     else:
         yield f"Warm rebuild: {result.rebuild_note}"
     if not result.boots:
