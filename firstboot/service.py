@@ -156,7 +156,7 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
         last = state.current()
         status.instance_id = last
         record = state.get(last) if last else None
-        if record is not None:
+        if record is not None and not record.damaged:
             status.source = record.platform
         status.warnings.append(f"metadata unavailable: {exc}")
         if last is not None:
@@ -174,19 +174,29 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
 
             status.steps.append(apply_admin(ApplyContext(root, console, timeout=timeout),
                                             Settings()))
-            _tell_how_to_finish(say, root, {})
+            # Usually still unconfigured; but "current" may just be lost (damaged).
+            status.state, missing = current_state(root)
+            if missing:
+                _tell_how_to_finish(say, root, {})
         return _finish(status, began, root)
 
     status.instance_id = data.instance_id
     status.source = data.platform
     metadata = dict(data.metadata)
     record = state.get(data.instance_id)
+    if record is not None and record.damaged:
+        status.warnings.append(f"instance record of {data.instance_id} is damaged "
+                               f"({record.damaged}); treated as configured, nothing applied")
+        log.warning("%s", status.warnings[-1])
     if record is not None and record.applied:
         status.state, missing = current_state(root)
         log.info("instance %s was configured on %s; nothing to apply",
                  data.instance_id, record.applied_at)
         if missing:
             _tell_how_to_finish(say, root, metadata)
+        if record.damaged:  # write a sound record so later boots are clean again
+            state.save(InstanceRecord(data.instance_id, data.platform, applied=True,
+                                      state=status.state, first_boot=status.started))
     else:
         apply_began = time.monotonic()
         settings, error = _parse(data.user_data, status)

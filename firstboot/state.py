@@ -36,6 +36,7 @@ class InstanceRecord:
     first_boot: str  # ISO time of the first boot as this instance
     applied_at: str | None = None
     steps: list[StepResult] = field(default_factory=list)
+    damaged: str | None = None  # why the stored record could not be read (not saved)
 
     def to_json(self) -> dict[str, Any]:
         return {"instance_id": self.instance_id, "platform": self.platform,
@@ -69,15 +70,23 @@ class InstanceState:
             text = self.current_file.read_text().strip()
         except FileNotFoundError:
             return None
+        except ValueError:  # not UTF-8: damaged; an outage then finds no instance
+            return None
         return text or None
 
     def get(self, instance_id: str) -> InstanceRecord | None:
         path = self.instances / record_name(instance_id)
         try:
             data = json.loads(path.read_text())
+            record = InstanceRecord.from_json(data)
         except FileNotFoundError:
             return None
-        record = InstanceRecord.from_json(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Damaged (a disk problem; writes are atomic). Count it as applied: applying
+            # this instance's user-data again would undo what was changed since (a new
+            # password), and a crash here would fail every boot from now on.
+            return InstanceRecord(instance_id, "unknown", applied=True, state="unknown",
+                                  first_boot="", damaged=f"{type(exc).__name__}: {exc}")
         return record if record.instance_id == instance_id else None
 
     def is_applied(self, instance_id: str) -> bool:

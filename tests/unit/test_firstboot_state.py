@@ -180,3 +180,31 @@ def test_one_failing_step_does_not_lose_the_others(machine: Machine) -> None:
     assert status.state == "configured"
     assert "cluster: failed" in machine.console()
     assert "Pw-for-tests-1" not in json.dumps(machine.status_file())
+
+
+def test_damaged_instance_record_keeps_the_configuration_and_boots(machine: Machine) -> None:
+    """A record damaged by a disk problem used to crash every later boot (state failed,
+    a traceback, forever). It now counts as applied -- re-applying old user-data would
+    undo a password changed since -- and the status says what happened."""
+    machine.launch("i-aaa", GOOD)
+    machine.boot()
+    hash_before = machine.users()["admin"]["hash"]
+    state = InstanceState(machine.root)
+    record = state.instances / record_name("i-aaa")
+    record.write_bytes(record.read_bytes()[:20])
+
+    machine.launch("i-aaa", "password=Another-Pw-2 accept_license=Yes")
+    again = machine.boot()
+    assert (again.state, again.applied_this_boot, again.instance_id) == ("configured", False,
+                                                                         "i-aaa")
+    assert machine.users()["admin"]["hash"] == hash_before
+    assert any("i-aaa" in w and "damaged" in w for w in again.warnings), again.warnings
+    repaired = state.get("i-aaa")
+    assert repaired is not None and repaired.applied and not repaired.damaged
+    assert machine.boot().warnings == []
+
+    (machine.seed / "user-data").unlink()  # and an outage with a damaged "current" file
+    state.current_file.write_bytes(b"\xff\xfe")
+    outage = machine.boot()
+    assert outage.state == "configured" and outage.instance_id is None
+    assert machine.users()["admin"]["hash"] == hash_before
