@@ -61,3 +61,15 @@ def test_earlier_acceptance_survives_user_data_without_the_key(tmp_path: Path) -
     result = apply_licence(ctx(tmp_path), Settings())
     assert result.result is Outcome.SKIPPED
     assert licence_accepted(tmp_path)
+
+
+@pytest.mark.parametrize("damage", [b'{"accepted": tr', b"\xff\xfe", b""])
+def test_damaged_licence_file_is_not_accepted_and_no_crash(tmp_path: Path, damage: bytes) -> None:
+    """First boot asks licence_accepted() on every boot: a damaged file must not crash it;
+    the wizard (or user-data on a new instance) accepts again and rewrites the file."""
+    path = StatePaths.under_root(tmp_path).licence
+    path.parent.mkdir(parents=True)
+    path.write_bytes(damage)
+    assert licence_accepted(tmp_path) is False
+    accept_licence(tmp_path, True)
+    assert licence_accepted(tmp_path) is True
