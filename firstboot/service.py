@@ -132,7 +132,11 @@ def current_state(root: Path) -> tuple[str, list[str]]:
         chosen = False
     if not chosen:
         missing.append("password")
-    if not licence_accepted(root):
+    try:
+        accepted = licence_accepted(root)
+    except ValueError:  # a damaged licence.json: the wizard accepts again and rewrites it
+        accepted = False
+    if not accepted:
         missing.append("accept_license")
     return (CONFIGURED if not missing else NEEDS_CONFIG), missing
 

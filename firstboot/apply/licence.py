@@ -41,8 +41,6 @@ def licence_accepted(root: Path) -> bool:
         record = json.loads(StatePaths.under_root(root).licence.read_text())
     except FileNotFoundError:
         return False
-    except ValueError:  # damaged (not JSON / not UTF-8): not accepted until accepted again
-        return False
     return isinstance(record, dict) and record.get("accepted") is True
 
 

@@ -70,6 +70,11 @@ def test_damaged_licence_file_is_not_accepted_and_no_crash(tmp_path: Path, damag
     path = StatePaths.under_root(tmp_path).licence
     path.parent.mkdir(parents=True)
     path.write_bytes(damage)
-    assert licence_accepted(tmp_path) is False
+    from lockgate.firstboot.service import current_state
+
+    with pytest.raises(ValueError):  # the wizard warns and rewrites it (test_wizard_flow)
+        licence_accepted(tmp_path)
+    assert current_state(tmp_path) == ("needs-initial-configuration",
+                                       ["password", "accept_license"])
     accept_licence(tmp_path, True)
     assert licence_accepted(tmp_path) is True
