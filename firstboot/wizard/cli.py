@@ -98,7 +98,7 @@ def wizard_cmd(root: Path, record_to: Path | None, replay_from: Path | None,
     prompter.say("Applying settings:")
     apply_all(root, answers, prompter.say)
     prompter.say("Initial configuration finished.")
-    for line in user_data_lines(root, answers):
+    for line in user_data_lines(root, answers, show_password=source.interactive):
         prompter.say(line)
 
 

@@ -133,7 +133,13 @@ def host_address() -> str:
     return name if name and name != "localhost" else socket.getfqdn()
 
 
-def user_data_lines(root: Path, answers: Answers) -> list[str]:
+REPLAYED_PASSWORD = "<as in the replay file>"
+
+
+def user_data_lines(root: Path, answers: Answers, show_password: bool = True) -> list[str]:
+    """The user-data to clone or join this appliance. ``show_password`` False (an
+    unattended --replay-from run, whose output is usually logged) keeps the password
+    out: the replay file already holds it."""
     from lockgate.firstboot.apply.register import admin_cert_fingerprint
 
     tls_dir = StatePaths.under_root(root).tls
@@ -150,17 +156,22 @@ def user_data_lines(root: Path, answers: Answers) -> list[str]:
         fingerprint = FINGERPRINT_PLACEHOLDER
         fingerprint_note += ("  once the traffic manager has started, get the fingerprint with:\n"
                              "  lockgate runtime fingerprint)")
+    password = answers.password if show_password else REPLAYED_PASSWORD
+    intro = (["User-data to configure another instance the same way. It contains the admin",
+              "password in plain text and is shown only here, once: store it safely."]
+             if show_password else
+             ["User-data to configure another instance the same way (put the password from",
+              f"the replay file in place of {REPLAYED_PASSWORD}):"])
     lines = [
         "",
-        "User-data to configure another instance the same way. It contains the admin",
-        "password in plain text and is shown only here, once: store it safely.",
+        *intro,
         "",
-        f"  password={answers.password} timezone={answers.timezone} accept_license=y",
+        f"  password={password} timezone={answers.timezone} accept_license=y",
         "",
         "User-data for a new instance that joins this one's cluster:",
         "",
         f"  cluster_host={host_address()}:{CLUSTER_PORT} cluster_fingerprint={fingerprint}"
-        f" password={answers.password}",
+        f" password={password}",
     ]
     if fingerprint_note:
         lines += ["", fingerprint_note]
