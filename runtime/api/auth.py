@@ -179,6 +179,14 @@ class Authenticator:
         stored = stored if isinstance(stored, str) else _dummy_hash()
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(_scrypt_pool(), verify_password, password, stored)
+        # Guesses sent all at once each passed the check above before any of them failed;
+        # one that finishes after the lockout gets no answer, right or wrong, so a burst
+        # is worth no more tries than a sequence.
+        wait = self.limiter.retry_after(client)
+        if wait:
+            if not ok:
+                self.limiter.record_failure(client)
+            return Verdict(Outcome.LOCKED, retry_after=self.limiter.retry_after(client) or wait)
         if ok and entry is not None:
             if len(self._cache) > 1000:
                 self._cache.clear()

@@ -111,3 +111,22 @@ def test_unreadable_users_file_refuses_everyone(tmp_path: Path) -> None:
 ])
 def test_parse_basic(header: str | None, expected: tuple[str | None, str | None]) -> None:
     assert parse_basic(header) == expected
+
+
+def test_concurrent_guesses_cannot_outrun_the_limiter(tmp_path: Path) -> None:
+    """Guesses sent all at once (many connections) all passed the lock check before any
+    failure was counted, so 5 tries per minute became as many as the attacker sent.
+    Once the client is locked, a guess still in flight is answered LOCKED, right or not."""
+    users = tmp_path / "users.json"
+    write_users(users, admin="the-right-one")
+    auth = Authenticator(users, FailureLimiter(max_failures=3, window=60, lockout=60))
+
+    async def burst() -> list[Outcome]:
+        guesses = [f"wrong-{i}" for i in range(12)] + ["the-right-one"]
+        verdicts = await asyncio.gather(*(auth.check("10.9.9.9", "admin", g) for g in guesses))
+        return [v.outcome for v in verdicts]
+
+    outcomes = asyncio.run(burst())
+    assert outcomes[-1] is Outcome.LOCKED  # the right password, after the lock: no answer
+    assert outcomes.count(Outcome.BAD) < 3  # the 3rd failure is answered LOCKED already
+    assert Outcome.OK not in outcomes
