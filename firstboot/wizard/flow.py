@@ -105,7 +105,7 @@ def make_context(root: Path) -> Context:
 
     try:
         configured = licence_accepted(root)
-    except ValueError as exc:  # a damaged licence.json: the wizard is how to repair it
+    except (ValueError, OSError) as exc:  # damaged or unreadable: the wizard rewrites it
         click.echo(f"warning: cannot read the licence record ({exc}); it will be rewritten",
                    err=True)
         configured = False

@@ -8,6 +8,7 @@ import io
 import json
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,16 @@ def test_an_unwritable_record_file_changes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "error: cannot write replay file" in result.stderr
     assert not root.exists()
+
+
+def test_unreadable_state_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("")  # the data partition is not a folder: nothing readable
+    replay = tmp_path / "in.txt"
+    replay.write_text(f"password={PASSWORD}\naccept_license=y\n")
+    replay.chmod(0o600)
+    proc = subprocess.run([str(Path(sys.executable).with_name("z-initial-config")), "--root",
+                           str(tmp_path), "--replay-from", str(replay)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: applying admin password failed")
