@@ -350,8 +350,10 @@ def status(root: Path, as_json: bool) -> None:
     except FileNotFoundError:
         raise Failure(f"{path}: no first-boot status; has lockgate-firstboot.service run "
                       "this boot? (systemctl status lockgate-firstboot)") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise Failure(f"{path}: not valid JSON ({exc}); run lockgate firstboot run") from None
+    except OSError as exc:
+        raise Failure(f"{path}: cannot read: {exc.strerror or exc}") from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -157,6 +157,20 @@ def test_broken_users_file_is_no_crash_and_z_reset_password_recovers(tmp_path: P
     assert verify_password("again-pw1", json.loads(users_file.read_text())["users"]["admin"]["hash"])
 
 
+@pytest.mark.parametrize("damage", ["not-a-folder", "not-utf8"])
+def test_status_unreadable_is_one_error_line(tmp_path: Path, damage: str) -> None:
+    if damage == "not-a-folder":
+        (tmp_path / "run").write_text("")
+    else:
+        status = tmp_path / "run/lockgate/firstboot.json"
+        status.parent.mkdir(parents=True)
+        status.write_bytes(b"\xff\xfe{")
+    proc = lockgate("firstboot", "status", "--root", str(tmp_path))
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
 def test_status_without_a_run_says_so(tmp_path: Path) -> None:
     proc = lockgate("firstboot", "status", "--root", str(tmp_path))
     assert proc.returncode == 1 and "no first-boot status" in proc.stderr
