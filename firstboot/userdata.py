@@ -277,6 +277,14 @@ def _key_value_pairs(text: str) -> Iterator[Pair]:
             if not eq:
                 _stray_word(word, number, previous_key)
             if not _KEY_NAME.fullmatch(key):
+                if previous_key and looks_secret(previous_key):
+                    # Most likely the rest of a secret that contained a space: never
+                    # echo it (errors reach the console, journal and status file).
+                    raise UserDataError(
+                        previous_key, f"line {number}: the value is followed by a word that "
+                        "is not key=value (values cannot contain whitespace in key=value "
+                        "form; use #cloud-config)"
+                    )
                 raise UserDataError(
                     "user-data", f"line {number}: {_show(key)} is not a valid key name "
                     "(letters, digits, '_', '-', '.')"

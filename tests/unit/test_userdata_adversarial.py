@@ -211,3 +211,15 @@ def test_crlf_inside_cloud_config_values_is_not_whitespace_split() -> None:
     settings, _, error = _timed_parse(b"#cloud-config\r\npassword: 'a b'\r\naccept_license: 'YES'\r\n")
     assert error == ""
     assert settings is not None and settings.password == "a b" and settings.accept_license is True
+
+
+@pytest.mark.parametrize("text", ["password=abc d$f=1", "owner_secret=abc x/y=2 owner=me"])
+def test_the_rest_of_a_secret_with_a_space_is_not_echoed(text: str) -> None:
+    """Errors reach the console, the journal and the status file: the words after a
+    secret with a space in it are most likely the rest of the secret."""
+    with pytest.raises(UserDataError) as info:
+        parse(text.encode())
+    message = info.value.format_message()
+    fragment = text.split(" ")[1].split("=")[0]
+    assert fragment not in message
+    assert message.startswith(text.split("=")[0] + ": line 1: the value is followed by")
