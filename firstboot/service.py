@@ -263,7 +263,8 @@ def _tell_how_to_finish(say: Any, root: Path, metadata: dict[str, str]) -> None:
     _, missing = current_state(root)
     host = _admin_url_host(metadata)
     say(f"{PREFIX} initial configuration is not finished (missing: {', '.join(missing)}). "
-        f"Log in on the console and run z-initial-config, or browse https://{host}:9090/")
+        f"Log in on the console and run z-initial-config; the Admin UI at "
+        f"https://{host}:9090/ shows the appliance's status meanwhile.")
 
 
 def _finish(status: Status, began: float, root: Path) -> Status:
@@ -380,6 +381,6 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append("warnings:")
         lines += [f"  {w}" for w in warnings]
     if data.get("state") == NEEDS_CONFIG:
-        lines.append("to finish: run z-initial-config on the console, or browse "
-                     "https://<this host>:9090/")
+        lines.append("to finish: run z-initial-config on the console "
+                     "(status meanwhile at https://<this host>:9090/)")
     return "\n".join(lines)

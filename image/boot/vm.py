@@ -10,6 +10,7 @@ folder, so the built image stays as it was.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -180,7 +181,10 @@ def booted(
                        "it cannot be combined with persist")
     log_path = console_log or default_console_log(cloud, firmware)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_bytes(b"")
+    # The console shows a generated admin password when there is no user-data:
+    # the log is for its owner only.
+    log_path.unlink(missing_ok=True)
+    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     workdir = Path(tempfile.mkdtemp(prefix="lockgate-boot-"))
     try:
         if persist:

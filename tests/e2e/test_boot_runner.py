@@ -41,3 +41,5 @@ def test_a_disk_that_does_not_boot_ends_in_a_quiet_console_error_and_is_cleaned_
     assert _work_dirs() <= before  # overlay and work folder removed
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == digest  # image untouched
     assert log.stat().st_size > 0
+    # The console may show a generated admin password: the log is the owner's only.
+    assert log.stat().st_mode & 0o777 == 0o600
