@@ -279,3 +279,24 @@ def test_any_split_of_a_chunked_upload_gives_the_same_body(payload: bytes, cuts:
     events = request_events(*[p for p in pieces if p])
     assert events[-1][0] == END
     assert _dechunk(b"".join(p for k, p in events if k in (BODY, END))) == payload
+
+
+# Pins re-encoding details a faster header path must keep: common names named by
+# Connection are dropped too, and heads without end-to-end headers stay well formed.
+def test_common_headers_named_by_connection_are_still_dropped() -> None:
+    head = heads(request_events(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Cookie, accept\r\n"
+                                b"Cookie: a=1\r\nAccept: */*\r\nUser-Agent: u\r\n\r\n"))[0]
+    assert head.encode(None, None) == b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n\r\n"
+    _, events = response(b"HTTP/1.1 200 OK\r\nConnection: ETag\r\nETag: \"x\"\r\nDate: d\r\n"
+                         b"Content-Length: 0\r\n\r\n")
+    assert client_bytes(events) == b"HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_heads_without_end_to_end_headers_encode_cleanly() -> None:
+    head = heads(request_events(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"))[0]
+    assert head.encode(None, None) == b"GET /x HTTP/1.1\r\n\r\n"
+    assert head.encode(b"", None) == b"GET /x HTTP/1.1\r\nX-Forwarded-For: \r\n\r\n"
+    _, events = response(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert client_bytes(events) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    _, events = response(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n")
+    assert client_bytes(events) == b"HTTP/1.1 200 -\r\nContent-Length: 0\r\n\r\n"
