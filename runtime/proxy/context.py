@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from lockgate.runtime.config.model import VirtualServer
@@ -41,13 +42,22 @@ class VsStats:
             setattr(self, key, int(saved.get(key, 0)))
 
 
+@dataclass(frozen=True)
+class TlsContexts:
+    """A virtual server's loaded certificates: the main one and one per SNI name."""
+
+    main: ssl.SSLContext
+    by_name: dict[str, ssl.SSLContext]
+
+
 class VsRuntime:
     """A virtual server as its connections see it; swapped config on reload, same object."""
 
     def __init__(self, config: VirtualServer, stats: VsStats) -> None:
         self.config = config
         self.stats = stats
-        self.ssl_context: ssl.SSLContext | None = None
+        self.tls: TlsContexts | None = None  # swapped on reload; listeners read it per handshake
+        self.tls_stamp: tuple[Any, ...] | None = None
         self.proto = b"http"
 
 

@@ -29,7 +29,7 @@ from lockgate.runtime.config.model import Config, VirtualServer
 from lockgate.runtime.config.store import ConfigStore, file_stamp
 from lockgate.runtime.health import HealthChecker
 from lockgate.runtime.pools import PoolRuntime
-from lockgate.runtime.proxy.context import Context, VsRuntime, VsStats
+from lockgate.runtime.proxy.context import Context, TlsContexts, VsRuntime, VsStats
 from lockgate.runtime.proxy.http_transport import HttpClient
 from lockgate.runtime.proxy.tcp_transport import TcpClient
 
@@ -46,24 +46,32 @@ class ListenerError(Exception):
 
 def listener_keys(vs: VirtualServer) -> list[tuple[Any, ...]]:
     """What a listening socket depends on; an unchanged key keeps the socket open on reload.
-    Certificate files' mtimes are part of it, so a renewed certificate at the same path is
-    picked up by a reload (new listener first, then the old one closes)."""
-    files: tuple[Any, ...] = ()
-    if vs.ssl_decrypt:
-        paths = [vs.cert_file, vs.key_file, *(p for s in vs.sni for p in (s.cert_file, s.key_file))]
-        files = tuple(_mtime(p) for p in paths)
-    return [(vs.name, host, vs.port, vs.protocol, vs.ssl_decrypt, vs.cert_file, vs.key_file,
-             vs.sni, files) for host in vs.listen_on_hosts]
+
+    Certificates are not part of it: a renewed certificate is swapped in behind the
+    same socket (see :func:`front_context`), because closing a listener resets the
+    connections the kernel has already queued on it."""
+    return [(vs.name, host, vs.port, vs.protocol, vs.ssl_decrypt) for host in vs.listen_on_hosts]
 
 
-def _mtime(path: str) -> int:
+def tls_stamp(vs: VirtualServer) -> tuple[Any, ...] | None:
+    """Identifies the certificate files as they are now; a change means "load them again"."""
+    if not vs.ssl_decrypt:
+        return None
+    paths = [vs.cert_file, vs.key_file, *(p for s in vs.sni for p in (s.cert_file, s.key_file))]
+    return (tuple(paths), vs.sni, tuple(_file_id(p) for p in paths))
+
+
+def _file_id(path: str) -> tuple[int, int, int]:
     try:
-        return os.stat(path).st_mtime_ns
+        st = os.stat(path)
     except OSError:
-        return -1  # missing: loading it will say so
+        return (-1, -1, -1)  # missing: loading it will say so
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def make_ssl_context(vs: VirtualServer) -> ssl.SSLContext:
+def load_tls(vs: VirtualServer) -> TlsContexts:
+    """The virtual server's certificate and its SNI certificates, loaded now."""
+
     def load(cert: str, key: str, field: str) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -75,15 +83,28 @@ def make_ssl_context(vs: VirtualServer) -> ssl.SSLContext:
         return ctx
 
     main = load(vs.cert_file, vs.key_file, "cert_file")
-    if vs.sni:
-        by_name = {s.host.lower(): load(s.cert_file, s.key_file, "sni") for s in vs.sni}
+    by_name = {s.host.lower(): load(s.cert_file, s.key_file, "sni") for s in vs.sni}
+    return TlsContexts(main, by_name)
 
-        def choose(sslobj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
-            chosen = by_name.get(name.lower()) if name else None
-            if chosen is not None:
-                sslobj.context = chosen
-        main.sni_callback = choose
-    return main
+
+def front_context(vs: VsRuntime) -> ssl.SSLContext:
+    """The context a TLS listener is created with, for its whole life.
+
+    Every handshake switches to the virtual server's *current* contexts in the
+    SNI callback (called with ``None`` when the client sends no name), so a
+    reload that loads new certificates takes effect without touching the socket.
+    The front context itself holds no certificate: OpenSSL picks the
+    certificate after the callback, from the context it switched to."""
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    front.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def choose(sslobj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        tls = vs.tls
+        if tls is not None:
+            sslobj.context = (tls.by_name.get(name.lower()) if name else None) or tls.main
+
+    front.sni_callback = choose
+    return front
 
 
 def open_socket(host: str, port: int) -> socket.socket:
@@ -205,6 +226,7 @@ class Worker:
                 for key in listener_keys(vs):
                     wanted[key] = vs
         vservers: dict[str, VsRuntime] = {}
+        errors = []
         for vs in config.virtual_servers.values():
             runtime = self.vservers.get(vs.name)
             stats = self.stats.setdefault(vs.name, VsStats())
@@ -212,8 +234,19 @@ class Worker:
                 runtime = VsRuntime(vs, stats)
             runtime.config = vs  # connections read it per request: new settings apply at once
             vservers[vs.name] = runtime
+            stamp = tls_stamp(vs)
+            if stamp is None:
+                runtime.tls, runtime.tls_stamp = None, None
+            elif stamp != runtime.tls_stamp:
+                try:
+                    runtime.tls, runtime.tls_stamp = load_tls(vs), stamp
+                except ListenerError as exc:
+                    # Keep serving the certificates loaded before, if any.
+                    if strict:
+                        raise
+                    errors.append(str(exc))
+                    log.error("worker %d: %s", self.slot, exc)
         # Open new listeners before closing old ones, so a moved service never has a gap.
-        errors = []
         for key, vs in wanted.items():
             if key in self.listeners:
                 continue
@@ -233,8 +266,12 @@ class Worker:
 
     async def _listen(self, vs: VsRuntime, host: str) -> asyncio.AbstractServer:
         config = vs.config
-        context = make_ssl_context(config) if config.ssl_decrypt else None
-        vs.ssl_context = context
+        context = None
+        if config.ssl_decrypt:
+            if vs.tls is None:
+                raise ListenerError(f"virtual_servers.{config.name}: no usable certificate, "
+                                    "not listening")
+            context = front_context(vs)
         vs.proto = b"https" if context is not None else b"http"
         sock = open_socket(host, config.port)
         ctx = self.ctx

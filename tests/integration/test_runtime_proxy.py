@@ -347,7 +347,14 @@ def test_tls_offload_with_sni(tmp_path: Path) -> None:
                 head, _, body = data.partition(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 200 ")
                 assert json.loads(body)["X-Forwarded-Proto"] == "https"
-            # A certificate renewed at the same path is served after a reload.
+            # A client that sends no server name gets the main certificate.
+            plain = ssl.create_default_context(cafile=str(main_cert))
+            plain.check_hostname = False
+            with plain.wrap_socket(socket.create_connection(("127.0.0.1", port), 10)) as s:
+                served = s.getpeercert(binary_form=True)
+            assert served == ssl.PEM_cert_to_DER_cert(main_cert.read_text())
+            # A certificate renewed at the same path is served after a reload, on the
+            # same listening socket (a reset here would fail the test).
             old_pem = main_cert.read_bytes()
             (tmp_path / "renewed").mkdir()
             renewed_cert, renewed_key = _self_signed(tmp_path / "renewed", "main.test")
