@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def lockgate(*args: str, env: dict[str, str] | None = None,
 
 def firstboot_run(tmp: Path, source: str, env: dict[str, str] | None = None,
                   timeout: float = 10) -> tuple[subprocess.CompletedProcess[str],
-                                                dict[str, object], str]:
+                                                dict[str, Any], str]:
     proc = lockgate("firstboot", "run", "--source", source, "--root", str(tmp / "root"),
                     "--console", str(tmp / "console"), "--timeout", str(timeout), env=env)
     assert proc.returncode == 0, proc.stderr
@@ -71,10 +72,10 @@ def test_file_source_full_run_status_and_console(tmp_path: Path,
     assert list(status) == STATUS_KEYS
     assert (status["state"], status["source"], status["applied_this_boot"]) == (
         "configured", "file", True)
-    steps = {s["name"]: s["result"] for s in status["steps"]}  # type: ignore[attr-defined]
+    steps = {s["name"]: s["result"] for s in status["steps"]}
     assert steps == {"admin": "ok", "licence": "ok", "timezone": "ok", "cluster": "ok",
                      "cfn": "skipped", "register": "skipped"}
-    assert any("colour" in w for w in status["warnings"])  # type: ignore[attr-defined]
+    assert any("colour" in w for w in status["warnings"])
     marker = f"{DONE_MARKER} state=configured instance={status['instance_id']} source=file"
     assert console.splitlines()[-1] == marker
     assert marker in proc.stdout.splitlines()
@@ -187,7 +188,7 @@ def test_ec2_emulator_once_per_instance_and_outage(tmp_path: Path,
         assert console.splitlines()[-1] == (
             f"{DONE_MARKER} state=configured instance=i-0aaaaaaaaaaaaaaa1 source=ec2")
         report("ec2 emulator, parse+apply", parse_apply_seconds(proc.stdout), capsys)
-        report("ec2 emulator, whole run (status duration_s)", float(status["duration_s"]),  # type: ignore[arg-type]
+        report("ec2 emulator, whole run (status duration_s)", float(status["duration_s"]),
                capsys)
 
         _, status, _ = firstboot_run(tmp_path, "ec2", env)  # reboot
@@ -199,7 +200,7 @@ def test_ec2_emulator_once_per_instance_and_outage(tmp_path: Path,
         assert time.monotonic() - began < 30  # the --timeout bounds the wait for metadata
         assert (status["state"], status["instance_id"], status["applied_this_boot"]) == (
             "configured", "i-0aaaaaaaaaaaaaaa1", False)
-        assert any("metadata unavailable" in w for w in status["warnings"])  # type: ignore[attr-defined]
+        assert any("metadata unavailable" in w for w in status["warnings"])
         assert console.splitlines()[-1].startswith(f"{DONE_MARKER} state=configured")
         imds.set_faults(fail_first=0)
 
