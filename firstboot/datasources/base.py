@@ -67,3 +67,12 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+def user_data_from(status: int, reason: str, body: bytes, what: str) -> bytes | None:
+    """A metadata service's user-data answer: 404 means "none given", 200 the data."""
+    if status == 404:
+        return None
+    if status == 200:
+        return body
+    raise DatasourceError(f"{what} user-data answered {status} {reason}")

@@ -20,6 +20,7 @@ from lockgate.firstboot.datasources.base import (
     Deadline,
     InstanceData,
     read_dmi,
+    user_data_from,
 )
 from lockgate.http import Response, UrlError, read_url
 
@@ -112,10 +113,5 @@ class Ec2Source:
             if item.status == 200 and item.body.strip():
                 metadata[key.rsplit("/", 1)[-1]] = item.text().strip()
         user = self._get("/latest/user-data", budget)
-        if user.status == 404:
-            user_data = None
-        elif user.status == 200:
-            user_data = user.body
-        else:
-            raise DatasourceError(f"IMDS user-data answered {user.status} {user.reason}")
+        user_data = user_data_from(user.status, user.reason, user.body, "IMDS")
         return InstanceData("ec2", instance_id, user_data, metadata)

@@ -21,6 +21,7 @@ from lockgate.firstboot.datasources.base import (
     Deadline,
     InstanceData,
     read_dmi,
+    user_data_from,
 )
 from lockgate.http import Response, UrlError, read_url
 
@@ -99,10 +100,5 @@ class GceSource:
             user = self._read(base, "instance/attributes/user-data", budget.remaining())
         except UrlError as exc:
             raise DatasourceError(f"GCE metadata server stopped answering: {exc}") from None
-        if user.status == 404:
-            user_data = None
-        elif user.status == 200:
-            user_data = user.body
-        else:
-            raise DatasourceError(f"GCE user-data answered {user.status} {user.reason}")
+        user_data = user_data_from(user.status, user.reason, user.body, "GCE")
         return InstanceData("gce", instance_id, user_data, metadata)
