@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import json
 import ssl
@@ -13,16 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lockgate.firstboot.apply.base import ApplyContext, Outcome
 from lockgate.firstboot.apply.console import Console
 from lockgate.firstboot.apply.register import REGISTER_PATH, apply_register
 from lockgate.firstboot.settings import Settings
 from lockgate.paths import StatePaths
+from lockgate.runtime.tls import generate
 
 SECRET = "owner-secret-XYZ-987"
 
@@ -39,17 +35,8 @@ class Cert:
 
 
 def make_cert(name: str = "sd.example") -> Cert:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    return Cert(cert.public_bytes(serialization.Encoding.PEM).decode(),
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()).decode())
+    key_pem, cert_pem = generate(name, [])
+    return Cert(cert_pem.decode(), key_pem.decode())
 
 
 @dataclass
