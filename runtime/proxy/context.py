@@ -69,6 +69,30 @@ class Context:
         self.connections: set[Any] = set()  # client-side connections, for timeouts and stop
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._outbox: list[tuple[asyncio.Transport, bytes]] = []
+
+    def send(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Write ``data`` once the loop has handled every socket that was ready.
+
+        Writing in one batch per loop turn, as HAProxy does (all reads, then all
+        sends), lets the peer at the other end of each socket wake once for
+        several messages instead of once for each: on loopback it saved 7 % of
+        the proxy's CPU per HTTP request (19.4 -> 18.0 us, docs/benchmarks.md).
+        Writes keep their order; :meth:`flush` sends them at once and must run
+        before a transport is closed or half-closed (``abort`` needs nothing).
+        """
+        outbox = self._outbox
+        if not outbox:
+            self.loop.call_soon(self.flush)
+        outbox.append((transport, data))
+
+    def flush(self) -> None:
+        outbox = self._outbox
+        if outbox:
+            self._outbox = []
+            for transport, data in outbox:
+                if not transport.is_closing():  # closed or aborted since: nobody to tell
+                    transport.write(data)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the loop cannot lose (asyncio keeps only weak references)."""

@@ -49,10 +49,11 @@ MAX_QUEUED_EVENTS = 64
 class Backend(asyncio.Protocol):
     """One connection to a node. Belongs to a client while a request is in flight."""
 
-    __slots__ = ("client", "closed", "idle_since", "node", "pool", "reader", "reading_paused",
-                 "transport", "write_paused")
+    __slots__ = ("client", "closed", "ctx", "idle_since", "node", "pool", "reader",
+                 "reading_paused", "transport", "write_paused")
 
-    def __init__(self, pool: PoolRuntime, node: NodeState) -> None:
+    def __init__(self, ctx: Context, pool: PoolRuntime, node: NodeState) -> None:
+        self.ctx = ctx
         self.pool = pool
         self.node = node
         self.client: HttpClient | None = None
@@ -104,6 +105,7 @@ class Backend(asyncio.Protocol):
         self.closed = True
         self.client = None
         if self.transport is not None:
+            self.ctx.flush()  # what was queued for it goes first
             self.transport.close()
 
 
@@ -246,7 +248,7 @@ class HttpClient(asyncio.Protocol):
                 events.popleft()
                 backend = self.backend
                 if backend is not None:
-                    backend.transport.write(payload)
+                    self.ctx.send(backend.transport, payload)
             else:
                 break
         if len(events) > MAX_QUEUED_EVENTS:
@@ -257,7 +259,7 @@ class HttpClient(asyncio.Protocol):
     def _to_backend(self, data: bytes) -> None:
         backend = self.backend
         if backend is not None:
-            backend.transport.write(data)
+            self.ctx.send(backend.transport, data)
             return
         pending = self.pending
         assert pending is not None
@@ -305,7 +307,8 @@ class HttpClient(asyncio.Protocol):
         timeout = self.vs.config.connect_timeout
         try:
             _, backend = await asyncio.wait_for(
-                loop.create_connection(lambda: Backend(pool, node), node.host, node.port), timeout)
+                loop.create_connection(lambda: Backend(self.ctx, pool, node), node.host, node.port),
+                timeout)
         except (OSError, TimeoutError) as exc:
             node.connections -= 1
             pool.record_failure(node)
@@ -336,9 +339,9 @@ class HttpClient(asyncio.Protocol):
         self.pending = None
         transport = backend.transport
         if pending:
-            transport.write(self.head_bytes + b"".join(pending))
+            self.ctx.send(transport, self.head_bytes + b"".join(pending))
         else:
-            transport.write(self.head_bytes)
+            self.ctx.send(transport, self.head_bytes)
         if self.paused & PAUSE_CONNECT:
             self.resume_reading(PAUSE_CONNECT)
         if backend.write_paused:
@@ -357,7 +360,7 @@ class HttpClient(asyncio.Protocol):
             return
         if self.state == TUNNEL:
             self.stats.bytes_out += len(data)
-            self.transport.write(data)
+            self.ctx.send(self.transport, data)
             return
         self.deadline = self.ctx.now + self.vs.config.idle_timeout
         reader = backend.reader
@@ -394,7 +397,7 @@ class HttpClient(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         self.stats.bytes_out += len(data)
-        self.transport.write(data)
+        self.ctx.send(self.transport, data)
 
     def _start_tunnel(self) -> None:
         self.state = TUNNEL
@@ -485,7 +488,7 @@ class HttpClient(asyncio.Protocol):
             backend.close()
         response = error_response(status)
         self.stats.bytes_out += len(response)
-        self.transport.write(response)
+        self.ctx.send(self.transport, response)
         self._close()
 
     def _close(self) -> None:
@@ -493,6 +496,7 @@ class HttpClient(asyncio.Protocol):
             return
         self.state = CLOSED
         self.ctx.connections.discard(self)
+        self.ctx.flush()
         self.transport.close()  # after what is buffered has been written
 
     def close_if_idle(self) -> bool:
