@@ -14,6 +14,7 @@ end with a close (HTTP/1.0 clients); HEAD, 1xx, 204 and 304 carry no body.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from typing import Any
 
@@ -264,26 +265,37 @@ R_END = 14  # payload: bytes to finish the body for the client
 R_UPGRADE = 15  # payload: bytes after a 101 head (tunnel data)
 
 
+MAX_RESPONSE_HEAD = 65536  # a node's head larger than this is a 502
+# In a lower-cased node's head (llhttp refuses space before a colon): a hop-by-hop header
+# other than a plain "connection: keep-alive" or "close" (which is cut out).
+_UNUSUAL_LINE = re.compile(
+    rb"\r\n(?:connection:(?! ?(?:keep-alive|close)\r\n)|keep-alive:|proxy-connection:|te:"
+    rb"|trailer:|transfer-encoding:|upgrade:)")
+
+
 class ResponseReader:
     """Node side: one per backend connection, reused for each response on it.
 
     Call :meth:`expect` before each request with how the client must be
     answered, then feed what the node sends; ``events`` fills with bytes for
     the client. ``reusable`` says whether the node connection may be reused.
+
+    httptools checks and frames everything; the head is taken whole from the
+    bytes fed (no callback per header). A head with no hop-by-hop header but
+    ``Connection: keep-alive`` -- what nearly every node sends -- goes to the
+    client as it came, less that line; others are rebuilt header by header.
     """
 
     def __init__(self) -> None:
         self.events: deque[tuple[int, Any]] = deque()
         self._parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._special = False
-        self._reason = b""
+        self._head_buf: bytes | bytearray = b""  # what was fed since expect(), until the head ends
+        self._head_start = 0
+        self._in_head = False
         self._head_request = False
         self._client_http10 = False
         self._client_keep_alive = True
         self._mode = 0  # 0 passthrough (length/no body), 1 re-chunk, 2 until-close raw
-        self._node_chunked = False
-        self._length = False
         self.status = 0
         self.started = False  # any byte of the final response seen
         self.complete = False
@@ -299,6 +311,9 @@ class ResponseReader:
         self._head_request = head_request
         self._client_http10 = client_http10
         self._client_keep_alive = client_keep_alive
+        self._in_head = True
+        self._head_buf = b""
+        self._head_start = 0
         self.status = 0
         self.started = False
         self.complete = False
@@ -307,6 +322,16 @@ class ResponseReader:
 
     def feed(self, data: bytes) -> None:
         """Raises ProtocolError(502) when the node speaks nonsense."""
+        if self._in_head:
+            buf = self._head_buf
+            if not buf:
+                self._head_buf = buf = data
+            else:  # a head in pieces: grow a bytearray (a trickled head costs no copies)
+                if type(buf) is bytes:
+                    self._head_buf = buf = bytearray(buf)
+                buf += data
+            if len(buf) - self._head_start > MAX_RESPONSE_HEAD:
+                raise ProtocolError(502)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -326,59 +351,43 @@ class ResponseReader:
         return self.complete
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._special = False  # a Connection naming headers, or an Upgrade header, was seen
-        self._reason = b""
-        self._node_chunked = False
-        self._length = False
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == b"transfer-encoding":
-                self._node_chunked = True
-            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
-                self._headers.append((b"\x00connection", value))
-                self._special = True
-            elif lname == b"upgrade":
-                self._headers.append((name, value))  # kept for 101 answers only
-                self._special = True
-            return
-        if lname == b"content-length":
-            self._length = True
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
+        buf = self._head_buf
+        start = self._head_start
+        end = buf.find(b"\r\n\r\n", start) + 4  # llhttp has seen it: it is there
+        head = bytes(buf[start:end]) if start or end != len(buf) else bytes(buf)
         status = self._parser.get_status_code()
-        headers = self._headers
-        if self._special:
-            _drop_connection_named(headers)
-        if status == 101:
-            self.status = status
-            self.started = True
-            self._mode = 0
-            self.events.append((R_HEAD, _encode_status(status, self._reason, headers,
-                                                       b"Connection: upgrade\r\n")))
+        if 100 <= status < 200 and status != 101:
+            self._head_start = end  # interim answers have no body: the next head follows
+            self.events.append((R_INTERIM, _reencode(head, status, b"")))
             return
-        if self._special:
-            headers = [(n, v) for n, v in headers if n.lower() != b"upgrade"]
-        if 100 <= status < 200:
-            self.events.append((R_INTERIM, _encode_status(status, self._reason, headers, b"")))
-            return
+        self._in_head = False
+        self._head_buf = b""
         self.status = status
         self.started = True
+        if status == 101:
+            self._mode = 0
+            self.events.append((R_HEAD, _reencode(head, status, b"Connection: upgrade\r\n",
+                                                  keep_upgrade=True)))
+            return
+        low = head.lower()
+        simple = head.startswith(b"HTTP/1.1 ") and _UNUSUAL_LINE.search(low) is None
+        if simple:  # passed on as it is, less a plain Connection line
+            at = low.find(b"\r\nconnection:")
+            if at >= 0:
+                eol = low.find(b"\r\n", at + 13)
+                head = head[:at] + head[eol:]
+                simple = low.find(b"\r\nconnection:", eol) < 0  # two of them: rebuilt
+        node_chunked = not simple and b"\r\ntransfer-encoding:" in low
+        length = not node_chunked and b"\r\ncontent-length:" in low
         no_body = self._head_request or status in (204, 304)
         keep = self._client_keep_alive
         extra = b""
         if no_body:
             self._mode = 0
-            if self._node_chunked and not self._client_http10:
+            if node_chunked and not self._client_http10:
                 extra = b"Transfer-Encoding: chunked\r\n"
-        elif self._length and not self._node_chunked:
+        elif length:
             self._mode = 0
         elif self._client_http10:
             self._mode = 2
@@ -386,14 +395,20 @@ class ResponseReader:
         else:
             self._mode = 1
             extra = b"Transfer-Encoding: chunked\r\n"
-        self.eof_body = not no_body and not self._node_chunked and not self._length
+        self.eof_body = not no_body and not node_chunked and not length
         if keep:
             if self._client_http10:
                 extra += b"Connection: keep-alive\r\n"
         else:
             extra += b"Connection: close\r\n"
         self.client_keep_alive = keep
-        self.events.append((R_HEAD, _encode_status(status, self._reason, headers, extra)))
+        if not simple:
+            out = _reencode(head, status, extra)
+        elif extra:
+            out = head[:-2] + extra + b"\r\n"
+        else:
+            out = head
+        self.events.append((R_HEAD, out))
         if self._head_request:
             # httptools cannot be told a response answers HEAD: finish here and start a
             # fresh parser for the next response on this connection.
@@ -415,6 +430,35 @@ class ResponseReader:
     def _finish(self, node_keep_alive: bool) -> None:
         self.complete = True
         self.reusable = node_keep_alive and not self.eof_body
+
+
+def _header_lines(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(name, value) pairs of a head llhttp accepted (CRLF lines, no folding, no space before ':')."""
+    pairs = []
+    for line in head[:-4].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        pairs.append((name, value.strip(b" \t")))
+    return pairs
+
+
+def _reencode(head: bytes, status: int, extra: bytes, keep_upgrade: bool = False) -> bytes:
+    """A node's head for the client: HTTP/1.1, hop-by-hop headers dropped, ``extra`` added."""
+    reason = head[:head.find(b"\r\n")].split(b" ", 2)[2:]
+    headers = []
+    named = False
+    for name, value in _header_lines(head):
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                headers.append((b"\x00connection", value))
+                named = True
+            elif lname == b"upgrade" and keep_upgrade:
+                headers.append((name, value))
+            continue
+        headers.append((name, value))
+    if named:
+        _drop_connection_named(headers)
+    return _encode_status(status, reason[0] if reason else b"", headers, extra)
 
 
 def _encode_status(status: int, reason: bytes, headers: list[tuple[bytes, bytes]],

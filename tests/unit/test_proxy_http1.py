@@ -19,6 +19,7 @@ from lockgate.runtime.proxy.http1 import (
     R_INTERIM,
     R_UPGRADE,
     RAW,
+    ProtocolError,
     RequestReader,
     ResponseReader,
     error_response,
@@ -299,4 +300,58 @@ def test_heads_without_end_to_end_headers_encode_cleanly() -> None:
     _, events = response(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert client_bytes(events) == b"HTTP/1.1 204 No Content\r\n\r\n"
     _, events = response(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n")
+    assert client_bytes(events) == b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"  # as sent
+    _, events = response(b"HTTP/1.0 200 \r\nContent-Length: 0\r\n\r\n")  # rebuilt
     assert client_bytes(events) == b"HTTP/1.1 200 -\r\nContent-Length: 0\r\n\r\n"
+
+
+# ---- the whole-head response path --------------------------------------------------------
+NGINX_LIKE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n"
+              b"ETag: \"x\"\r\n\r\nhello")
+
+
+@given(st.lists(st.integers(1, 60), max_size=12))
+def test_any_split_of_a_response_gives_the_same_bytes(cuts: list[int]) -> None:
+    wire = b"HTTP/1.1 100 Continue\r\n\r\n" + NGINX_LIKE
+    _, whole = response(wire)
+    pieces, pos = [], 0
+    for cut in cuts:
+        pieces.append(wire[pos:pos + cut])
+        pos += cut
+    pieces.append(wire[pos:])
+    reader, events = response([p for p in pieces if p])
+    assert client_bytes(events) == client_bytes(whole) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\nhello")
+    assert reader.complete and reader.reusable and reader.status == 200
+
+
+@pytest.mark.parametrize("line", [
+    b"Keep-Alive: timeout=5", b"TE: trailers", b"Trailer: X-Sum", b"Proxy-Connection: close",
+    b"connection: Keep-Alive", b"CONNECTION: close",
+])
+def test_hop_by_hop_lines_never_reach_the_client(line: bytes) -> None:
+    _, events = response(b"HTTP/1.1 200 OK\r\nA: 1\r\n" + line + b"\r\nContent-Length: 2\r\n\r\nok")
+    assert client_bytes(events) == b"HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_two_connection_lines_are_both_dropped() -> None:
+    _, events = response(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nA: 1\r\n"
+                         b"Connection: X-Hop\r\nX-Hop: y\r\nContent-Length: 0\r\n\r\n")
+    assert client_bytes(events) == b"HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_a_header_merely_ending_in_a_hop_by_hop_name_is_kept() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nX-Connection: keep-alive\r\nX-Te: 1\r\nContent-Length: 0\r\n\r\n"
+    _, events = response(wire)
+    assert client_bytes(events) == wire
+
+
+def test_a_node_head_without_end_is_a_502() -> None:
+    reader = ResponseReader()
+    reader.expect(False, False, True)
+    reader.feed(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(ProtocolError) as caught:
+        for _ in range(2000):
+            reader.feed(b"X-Filler: " + b"a" * 60 + b"\r\n")
+    assert caught.value.status == 502
