@@ -36,7 +36,7 @@ class TcpBackend(asyncio.Protocol):
         if client is not None:
             client.stats.bytes_out += len(data)
             client.deadline = client.ctx.now + client.vs.config.idle_timeout
-            client.ctx.send(client.transport, data)
+            client.transport.write(data)
 
     def eof_received(self) -> bool | None:
         client = self.client
@@ -46,7 +46,6 @@ class TcpBackend(asyncio.Protocol):
         if client.client_eof or not client.transport.can_write_eof():
             client.close()
             return False
-        client.ctx.flush()
         client.transport.write_eof()
         return True
 
@@ -141,10 +140,9 @@ class TcpClient(asyncio.Protocol):
         if self.pending:
             if self.pending_size > BUFFER_LIMIT:
                 self.transport.resume_reading()  # before the write, which may pause it again
-            self.ctx.send(backend.transport, b"".join(self.pending))
+            backend.transport.write(b"".join(self.pending))
             self.pending = []
         if self.client_eof:
-            self.ctx.flush()
             backend.transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
@@ -152,7 +150,7 @@ class TcpClient(asyncio.Protocol):
         self.deadline = self.ctx.now + self.vs.config.idle_timeout
         backend = self.backend
         if backend is not None:
-            self.ctx.send(backend.transport, data)
+            backend.transport.write(data)
             return
         self.pending.append(data)
         self.pending_size += len(data)
@@ -166,7 +164,6 @@ class TcpClient(asyncio.Protocol):
             return False
         backend = self.backend
         if backend is not None:
-            self.ctx.flush()
             backend.transport.write_eof()
         return True
 
@@ -204,7 +201,6 @@ class TcpClient(asyncio.Protocol):
             return
         self.closed = True
         self.ctx.connections.discard(self)
-        self.ctx.flush()  # what was queued goes out before the close
         self.transport.close()
         backend = self.backend
         if backend is not None:
