@@ -15,7 +15,6 @@ end with a close (HTTP/1.0 clients); HEAD, 1xx, 204 and 304 carry no body.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import Any
 
 import httptools
@@ -116,17 +115,20 @@ def _connection_tokens(value: bytes) -> set[bytes]:
 
 
 class RequestReader:
-    """Client side: feed bytes, take events from ``events`` (a deque of (kind, payload)).
+    """Client side: feed bytes, take events from ``events`` (a list of (kind, payload)).
 
     Pipelined requests are parsed as they arrive and queue up behind the one
     being served; the caller bounds that queue by pausing the client when
     ``backlog_bytes`` grows (one request at a time is forwarded).
     """
 
+    __slots__ = ("_failed", "_head", "_head_bytes", "_in_head", "_named", "_parser", "_raw",
+                 "_url", "events", "max_header_bytes", "strip_forwarded_proto")
+
     def __init__(self, max_header_bytes: int, strip_forwarded_proto: bool = True) -> None:
         self.max_header_bytes = max_header_bytes
         self.strip_forwarded_proto = strip_forwarded_proto
-        self.events: deque[tuple[int, Any]] = deque()
+        self.events: list[tuple[int, Any]] = []  # a few at most: smaller than a deque
         self._parser = httptools.HttpRequestParser(self)
         self._head: RequestHead | None = None
         self._url: bytes = b""
@@ -286,8 +288,13 @@ class ResponseReader:
     client as it came, less that line; others are rebuilt header by header.
     """
 
+    __slots__ = ("_client_http10", "_client_keep_alive", "_head_buf", "_head_request",
+                 "_head_start", "_in_head", "_mode", "_parser", "_reset_parser",
+                 "client_keep_alive", "complete", "eof_body", "events", "reusable", "started",
+                 "status")
+
     def __init__(self) -> None:
-        self.events: deque[tuple[int, Any]] = deque()
+        self.events: list[tuple[int, Any]] = []  # a few at most: smaller than a deque
         self._parser = httptools.HttpResponseParser(self)
         self._head_buf: bytes | bytearray = b""  # what was fed since expect(), until the head ends
         self._head_start = 0

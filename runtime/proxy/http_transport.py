@@ -44,6 +44,9 @@ IDLE, CONNECTING, SENDING, WAITING, TUNNEL, CLOSED = range(6)
 # what the deadline means
 T_REQUEST, T_IDLE, T_ACTIVE = range(3)
 MAX_QUEUED_EVENTS = 64
+# Stands in for a client's RequestReader until its first byte: a reader (with its
+# parser) is ~1 KiB, and connections that never say anything are common. Never fed.
+_NOT_YET = RequestReader(0)
 
 
 class Backend(asyncio.Protocol):
@@ -110,12 +113,17 @@ class Backend(asyncio.Protocol):
 
 
 class HttpClient(asyncio.Protocol):
+    __slots__ = ("backend", "client_eof", "client_ip", "ctx", "deadline", "head", "head_bytes",
+                 "paused", "pending", "pending_size", "pool", "reader", "request_done",
+                 "retried_reuse", "reused", "state", "stats", "timer", "transport", "tried",
+                 "upgrading", "vs", "write_paused")
+
     def __init__(self, ctx: Context, vs: VsRuntime) -> None:
         self.ctx = ctx
         self.vs = vs
         self.stats = vs.stats
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.reader = RequestReader(vs.config.max_header_bytes)
+        self.reader = _NOT_YET
         self.state = IDLE
         self.deadline = 0.0
         self.timer = T_REQUEST
@@ -162,7 +170,10 @@ class HttpClient(asyncio.Protocol):
                 self.deadline = self.ctx.now + self.vs.config.request_timeout
         else:
             self.deadline = self.ctx.now + self.vs.config.idle_timeout
-        self.reader.feed(data)
+        reader = self.reader
+        if reader is _NOT_YET:
+            reader = self.reader = RequestReader(self.vs.config.max_header_bytes)
+        reader.feed(data)
         self._pump()
 
     def eof_received(self) -> bool | None:
@@ -224,7 +235,7 @@ class HttpClient(asyncio.Protocol):
             kind, payload = events[0]
             state = self.state
             if state == IDLE:
-                events.popleft()
+                del events[0]
                 if kind == HEAD:
                     self._start(payload)
                 elif kind == ERROR:
@@ -234,7 +245,7 @@ class HttpClient(asyncio.Protocol):
             elif state in (CONNECTING, SENDING):
                 if kind == HEAD:
                     break  # pipelined: waits for the current response
-                events.popleft()
+                del events[0]
                 if kind == ERROR:
                     self._fail(payload)
                     return
@@ -245,7 +256,7 @@ class HttpClient(asyncio.Protocol):
                 if payload:
                     self._to_backend(payload)
             elif state == TUNNEL:
-                events.popleft()
+                del events[0]
                 backend = self.backend
                 if backend is not None:
                     self.ctx.send(backend.transport, payload)
@@ -377,11 +388,11 @@ class HttpClient(asyncio.Protocol):
         # One write per read from the node: a head and body written separately would
         # cost two send() calls, the largest cost per request (see docs, performance).
         out: list[bytes] = []
-        while events:
-            kind, payload = events.popleft()
+        for kind, payload in events:
             if kind == R_END:
                 if payload:
                     out.append(payload)
+                events.clear()  # anything after the end is not for this client
                 self._write_out(out)
                 self._response_done(backend)
                 return
@@ -390,6 +401,7 @@ class HttpClient(asyncio.Protocol):
                 self._write_out(out)
                 out = []
                 self._start_tunnel()
+        events.clear()
         self._write_out(out)
 
     def _write_out(self, out: list[bytes]) -> None:
