@@ -359,6 +359,9 @@ class ResponseReader:
 
     # httptools callbacks
     def on_headers_complete(self) -> None:
+        if not self._in_head:  # a response nobody asked for, after the one that was
+            self.reusable = False
+            return
         buf = self._head_buf
         start = self._head_start
         end = buf.find(b"\r\n\r\n", start) + 4  # llhttp has seen it: it is there

@@ -355,3 +355,9 @@ def test_a_node_head_without_end_is_a_502() -> None:
         for _ in range(2000):
             reader.feed(b"X-Filler: " + b"a" * 60 + b"\r\n")
     assert caught.value.status == 502
+
+
+def test_a_second_response_in_the_same_read_is_dropped_and_the_node_not_reused() -> None:
+    reader, events = response(NGINX_LIKE + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+    assert client_bytes(events).endswith(b"\r\n\r\nhello") and b"evil" not in client_bytes(events)
+    assert reader.complete and not reader.reusable
