@@ -337,8 +337,6 @@ class ResponseReader:
                 if type(buf) is bytes:
                     self._head_buf = buf = bytearray(buf)
                 buf += data
-            if len(buf) - self._head_start > MAX_RESPONSE_HEAD:
-                raise ProtocolError(502)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -347,6 +345,9 @@ class ResponseReader:
                 self.events.append((R_UPGRADE, bytes(rest)))
         except httptools.HttpParserError:
             raise ProtocolError(502) from None
+        # Only a head still unfinished counts: one read may hold a head and a long body.
+        if self._in_head and len(self._head_buf) - self._head_start > MAX_RESPONSE_HEAD:
+            raise ProtocolError(502)
 
     def node_closed(self) -> bool:
         """The node closed the connection; True if that ends the response cleanly."""

@@ -141,7 +141,7 @@ def test_chunked_request_and_response_bodies_pass_intact(tmp_path: Path) -> None
             conn.request("POST", "/echo", body=pieces(), encode_chunked=True,
                          headers={"Transfer-Encoding": "chunked"})
             resp = conn.getresponse()
-            assert resp.getheader("Transfer-Encoding") == "chunked"
+            assert resp.getheader("Transfer-Encoding") == "chunked", (resp.status, resp.getheaders(), resp.read()[:300])
             assert resp.read() == payload
             body = get(port, "/chunked?20", conn=conn)[2]
             assert body == b"".join(f"piece-{i};".encode() for i in range(20))

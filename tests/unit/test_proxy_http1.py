@@ -361,3 +361,13 @@ def test_a_second_response_in_the_same_read_is_dropped_and_the_node_not_reused()
     reader, events = response(NGINX_LIKE + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
     assert client_bytes(events).endswith(b"\r\n\r\nhello") and b"evil" not in client_bytes(events)
     assert reader.complete and not reader.reusable
+
+
+def test_a_head_and_a_long_body_in_one_read_pass() -> None:
+    body = b"b" * 200_000  # more than the head limit, in the same read as the head
+    reader, events = response(b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + body)
+    assert client_bytes(events).endswith(b"\r\n\r\n" + body) and reader.complete
+    chunked = b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        len(body), body)
+    reader, events = response(chunked)
+    assert reader.complete and _dechunk(client_bytes(events).partition(b"\r\n\r\n")[2]) == body
