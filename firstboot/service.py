@@ -32,7 +32,8 @@ from typing import Any
 import click
 
 from lockgate.errors import BadInput, Failure
-from lockgate.firstboot.apply.base import Outcome, StepResult, atomic_write, redact
+from lockgate.files import atomic_write
+from lockgate.firstboot.apply.base import Outcome, StepResult, redact
 from lockgate.firstboot.apply.console import DEFAULT_CONSOLE, Console, ConsoleError
 from lockgate.paths import run_dir
 

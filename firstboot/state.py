@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lockgate.firstboot.apply.base import StepResult, atomic_write, make_dirs
+from lockgate.files import atomic_write, make_dirs
+from lockgate.firstboot.apply.base import StepResult
 from lockgate.paths import StatePaths
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lockgate.errors import Failure
+from lockgate.files import atomic_write, set_aside
 from lockgate.paths import STATE_DIR, StatePaths
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def ensure_certificate(state_dir: Path, hostname: str | None = None) -> Certific
         # fail every start of the management plane; keep it for inspection and make
         # a new one. Peers that pinned the old fingerprint must be given the new one.
         try:
-            kept = _set_aside(cert_path, key_path)
+            kept = set_aside([cert_path, key_path], "unusable")
         except OSError as exc:
             raise Failure(f"{cert_path}: unusable ({problem}) and cannot be replaced: "
                           f"{exc.strerror or exc}") from exc
@@ -97,8 +98,8 @@ def ensure_certificate(state_dir: Path, hostname: str | None = None) -> Certific
         tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(tls_dir, 0o700)
         key_pem, cert_pem = generate(hostname or socket.gethostname(), local_addresses())
-        _write(key_path, key_pem, 0o600)
-        _write(cert_path, cert_pem, 0o644)
+        atomic_write(key_path, key_pem, 0o600)  # created 0600: never briefly readable
+        atomic_write(cert_path, cert_pem, 0o644)
     except OSError as exc:
         raise Failure(f"cannot write the management certificate in {tls_dir}: "
                       f"{exc.strerror or exc}") from exc
@@ -172,19 +173,6 @@ def primary_address() -> str | None:
     return None if addr.startswith("0.") else addr
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    # Create with the final mode so the key is never briefly world-readable.
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _unusable(cert_path: Path, key_path: Path) -> str | None:
     """Why TLS cannot serve this pair, or None when it can."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -193,16 +181,6 @@ def _unusable(cert_path: Path, key_path: Path) -> str | None:
     except ssl.SSLError as exc:  # an OSError (unreadable) is a real error, not "replace it"
         return exc.reason or str(exc)
     return None
-
-
-def _set_aside(*paths: Path) -> list[Path]:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    kept = []
-    for path in paths:
-        target = path.with_name(f"{path.name}.unusable-{stamp}")
-        os.replace(path, target)  # a rename keeps the key's 0600
-        kept.append(target)
-    return kept
 
 
 def _check_key_mode(key_path: Path) -> None:

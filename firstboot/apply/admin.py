@@ -10,12 +10,11 @@ text goes to the console and nowhere else.
 from __future__ import annotations
 
 import json
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult, atomic_write
+from lockgate.files import atomic_write, set_aside
+from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult
 from lockgate.firstboot.apply.console import ConsoleError
 from lockgate.firstboot.settings import Settings
 from lockgate.passwords import hash_password, random_password
@@ -55,10 +54,7 @@ def set_admin_password(root: Path, user: str, password: str, *, generated: bool 
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
         if not replace_unreadable:
             raise
-        path = StatePaths.under_root(root).users
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        kept = path.with_name(f"{path.name}.unreadable-{stamp}")
-        os.replace(path, kept)
+        (kept,) = set_aside([StatePaths.under_root(root).users], "unreadable")
         users = {}
     entry: dict[str, Any] = {"hash": hash_password(password), "role": "admin"}
     if generated:

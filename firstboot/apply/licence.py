@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult, atomic_write
+from lockgate.files import atomic_write
+from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult
 from lockgate.firstboot.settings import Settings
 from lockgate.paths import StatePaths
 

@@ -16,14 +16,8 @@ import os
 import zoneinfo
 from pathlib import Path
 
-from lockgate.firstboot.apply.base import (
-    ApplyContext,
-    Outcome,
-    StepResult,
-    atomic_symlink,
-    atomic_write,
-    make_dirs,
-)
+from lockgate.files import atomic_symlink, atomic_write, make_dirs
+from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult
 from lockgate.firstboot.settings import Settings
 from lockgate.paths import STATE_DIR, StatePaths
 

@@ -37,7 +37,7 @@ def licence_key_file(paths: StatePaths) -> Path:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    from lockgate.firstboot.apply.base import atomic_write
+    from lockgate.files import atomic_write
 
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     atomic_write(path, text.encode(), 0o644)  # settings only, nothing secret
@@ -74,7 +74,7 @@ def apply_security(root: Path, answers: Answers) -> None:
 
 def apply_licence_key(root: Path, answers: Answers) -> None:
     """Install the key file for the runtime to read; no key means the Community Edition."""
-    from lockgate.firstboot.apply.base import atomic_write
+    from lockgate.files import atomic_write
 
     target = licence_key_file(StatePaths.under_root(root))
     if answers.licence_key is None:

@@ -20,13 +20,13 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lockgate.files import atomic_write
 from lockgate.paths import StatePaths
 from lockgate.runtime.config.model import Config, empty_tree, normalise_tree, parse_config, users_of
 from lockgate.runtime.config.schema import KINDS, ConfigError, fill_document
@@ -151,33 +151,13 @@ class ConfigStore:
         parse_config(tree, version)  # the whole config must hold together, or nothing changes
         record = {"version": version, "tree": tree,
                   "imported": imported if imported is not None else data.get("imported")}
-        _atomic_write(self.path, json.dumps(record, indent=1, sort_keys=True).encode())
+        atomic_write(self.path, json.dumps(record, indent=1, sort_keys=True).encode())
         return version
 
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ConfigNotFound(kind, f"unknown kind (known: {', '.join(KINDS)})")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:
