@@ -366,7 +366,7 @@ class ResponseReader:
         buf = self._head_buf
         start = self._head_start
         end = buf.find(b"\r\n\r\n", start) + 4  # llhttp has seen it: it is there
-        head = bytes(buf[start:end]) if start or end != len(buf) else bytes(buf)
+        head = bytes(buf[start:end])  # the whole of a bytes buffer is not copied
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._head_start = end  # interim answers have no body: the next head follows
