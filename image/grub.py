@@ -21,6 +21,9 @@ from pathlib import Path
 
 from lockgate.proc import run
 
+# Characters GRUB would misread inside a quoted word or a menu entry line.
+GRUB_UNSAFE = frozenset('"\n\\$;{}')
+
 SECTOR = 512
 BOOT_CODE_END = 440  # after this: disk signature, partition table, 0x55AA
 KERNEL_SECTOR_OFFSET = 0x5C
@@ -105,7 +108,7 @@ def slot_entry(slot: str, version: str, fs_uuid: str, partuuid: str, cmdline: st
     """
     for name, value in (("slot", slot), ("version", version), ("fs_uuid", fs_uuid),
                         ("partuuid", partuuid), ("cmdline", cmdline)):
-        if any(c in value for c in '"\n\\$;{}'):
+        if any(c in GRUB_UNSAFE for c in value):
             raise ValueError(f"slot entry: {name} {value!r} has characters GRUB would misread")
     return (f"# Root slot {slot}: lockgate {version}. The kernel and initrd come from the\n"
             "# slot's own ext4 filesystem, so each slot boots the kernel it was built with.\n"

@@ -11,6 +11,11 @@ from lockgate.image.build.context import Context
 from lockgate.image.gpt import Layout
 from lockgate.proc import output
 
+# Each build's step times, beside the manifest (kept out of it so the manifest stays the
+# same from build to build): written by lockgate.image.build.pipeline, read by the bench.
+TIMES_FILE = "build-times.json"
+TIMES_FORMAT = "lockgate-build-times/1"
+
 MANIFEST_FORMAT = 1
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lockgate.errors import BadInput
 from lockgate.image.boot.qemu import OVMF_VARS
+from lockgate.image.grub import GRUB_UNSAFE
 from lockgate.proc import output, run
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -76,7 +77,6 @@ def copy_ovmf_vars(workdir: Path, source: Path = OVMF_VARS) -> Path:
 
 
 ESP_NAME = "ESP"  # the ESP's GPT partition name (lockgate.image.gpt)
-_GRUB_UNSAFE = set('"\n\\$;{}')  # what slot_entry refuses too: GRUB would misread it
 
 
 def append_kernel_cmdline(image: Path, overlay: Path, workdir: Path, extra: str) -> None:
@@ -89,7 +89,7 @@ def append_kernel_cmdline(image: Path, overlay: Path, workdir: Path, extra: str)
     with some units masked (a bare-boot baseline).
     """
     words = extra.split()
-    if not words or any(c in _GRUB_UNSAFE for c in extra):
+    if not words or any(c in GRUB_UNSAFE for c in extra):
         raise BadInput(f"extra kernel command line {extra!r}: empty, or has characters GRUB "
                        "would misread")
     if image_format(image) != "raw":

@@ -31,7 +31,13 @@ from lockgate.image import gpt
 from lockgate.image.build import bootloader, checks, configure, disk, filesystems, install, rootfs
 from lockgate.image.build.context import Context
 from lockgate.image.formats import write_format
-from lockgate.image.manifest import build_manifest, installed_packages, write_manifest
+from lockgate.image.manifest import (
+    TIMES_FILE,
+    TIMES_FORMAT,
+    build_manifest,
+    installed_packages,
+    write_manifest,
+)
 
 
 @dataclass
@@ -120,8 +126,6 @@ CACHE_PROBES: dict[str, Callable[[Context], bool]] = {
     "build_rootfs": lambda c: rootfs.rootfs_tarball(c).exists(),
     "install_lockgate": lambda c: (install.wheels_dir(c) / ".complete").exists(),
 }
-TIMES_FILE = "build-times.json"
-TIMES_FORMAT = "lockgate-build-times/1"
 
 
 def times_record(context: Context, started_at: str, steps: list[dict[str, object]],

@@ -40,12 +40,11 @@ from typing import Any
 from lockgate.benchmarks.report import fmt, median, rounded, say, table
 from lockgate.benchmarks.servers import lockgate_argv, start_long_lived
 from lockgate.errors import Failure, LockgateError
+from lockgate.image.manifest import TIMES_FILE, TIMES_FORMAT
 
 REPO = Path(__file__).resolve().parents[3]
 TOUCHED = REPO / "src/lockgate/__init__.py"  # a source file every build installs
 MIB = 1024 * 1024
-TIMES_FILE = "build-times.json"  # written by lockgate.image.build.pipeline
-TIMES_FORMAT = "lockgate-build-times/1"
 BARE_UNITS = ("lockgate-firstboot.service", "lockgate.service")
 BARE_CMDLINE = " ".join(f"systemd.mask={unit}" for unit in BARE_UNITS)
 BARE_MARKER = r"lockgate login:"  # serial getty on ttyS0: userspace is up
