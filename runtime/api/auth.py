@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lockgate.files import file_stamp
 from lockgate.passwords import hash_password, verify_password
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,9 @@ class Authenticator:
         return self.users_file.exists()
 
     def _load_users(self) -> dict[str, dict[str, str]] | None:
-        try:
-            st = self.users_file.stat()
-        except FileNotFoundError:
+        stamp = file_stamp(self.users_file)
+        if stamp is None:
             return None
-        # The inode too: every writer replaces the file by a rename, and mtime is only
-        # as fine as the kernel's clock tick, so a quick rewrite of the same size
-        # could otherwise go unnoticed.
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._users_stamp:
             try:
                 data = json.loads(self.users_file.read_text())

@@ -158,12 +158,3 @@ class ConfigStore:
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ConfigNotFound(kind, f"unknown kind (known: {', '.join(KINDS)})")
-
-
-def file_stamp(path: Path) -> tuple[int, int] | None:
-    """Cheap change detector for pollers: (inode, mtime_ns) of the store file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lockgate.files import file_stamp
 from lockgate.runtime import status
 from lockgate.runtime.config.model import Config, VirtualServer
-from lockgate.runtime.config.store import ConfigStore, file_stamp
+from lockgate.runtime.config.store import ConfigStore
 from lockgate.runtime.health import HealthChecker
 from lockgate.runtime.pools import PoolRuntime
 from lockgate.runtime.proxy.context import Context, TlsContexts, VsRuntime, VsStats
@@ -61,12 +62,11 @@ def tls_stamp(vs: VirtualServer) -> tuple[Any, ...] | None:
     return (tuple(paths), vs.sni, tuple(_file_id(p) for p in paths))
 
 
-def _file_id(path: str) -> tuple[int, int, int]:
+def _file_id(path: str) -> tuple[int, int, int] | None:
     try:
-        st = os.stat(path)
+        return file_stamp(Path(path))
     except OSError:
-        return (-1, -1, -1)  # missing: loading it will say so
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return None  # unreadable: loading it will say so
 
 
 def load_tls(vs: VirtualServer) -> TlsContexts:

@@ -81,3 +81,16 @@ def set_aside(paths: list[Path], why: str) -> list[Path]:
         os.replace(path, target)
         kept.append(target)
     return kept
+
+
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """A cheap change detector for pollers: (inode, mtime_ns, size), None when missing.
+
+    The inode because every writer here replaces a file by a rename; the size
+    because mtime is only as fine as the kernel's clock tick.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,9 +70,16 @@ def test_quiet_watchdog_with_a_fake_clock() -> None:
 def pipe() -> Iterator[tuple[int, int]]:
     read_fd, write_fd = os.pipe()
     yield read_fd, write_fd
-    for fd in (read_fd, write_fd):
-        with contextlib.suppress(OSError):  # already closed by the test (end of console)
-            os.close(fd)
+    # End of the console (EOF), then wait for its reader thread, and only then close the
+    # read end: a reader still running would read from whatever file next gets that
+    # descriptor number (it once swallowed the next test's subprocess output).
+    with contextlib.suppress(OSError):  # already closed by the test
+        os.close(write_fd)
+    for thread in threading.enumerate():
+        if thread.name == "serial-console":
+            thread.join(10)
+            assert not thread.is_alive(), "a console reader did not stop at EOF"
+    os.close(read_fd)
 
 
 def test_console_reader_logs_and_finds_markers(tmp_path: Path, pipe: tuple[int, int]) -> None:
