@@ -107,7 +107,7 @@ def _resolve_source(spec: str) -> Any:
 
     from lockgate.firstboot.datasources import get_source
 
-    per_source: dict[str, dict[str, Any]] = {}
+    per_source: dict[str, Any] = {}  # source name -> its constructor's arguments
     for variable, (name, argument) in URL_OVERRIDES.items():
         if os.environ.get(variable):
             per_source.setdefault(name, {})[argument] = os.environ[variable]

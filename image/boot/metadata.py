@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from lockgate.image.boot.qemu import AZURE_ASSET_TAG, GuestFwd
 from lockgate.image.cloudemu.base import Emulator
@@ -105,7 +106,7 @@ def serve_metadata(cloud: Cloud, user_data: bytes | None, workdir: Path,
 
 
 def _emulator(cloud: Cloud, user_data: bytes | None, instance_id: str | None) -> Emulator:
-    ident: dict[str, str] = {}
+    ident: dict[str, Any] = {}  # the emulator's own default unless given
     if cloud is Cloud.EC2:
         from lockgate.image.cloudemu.ec2 import Ec2Imds
 

@@ -147,9 +147,9 @@ def install_units(context: Context) -> None:
         _write(root, f"/etc/systemd/system/{name}", render(f"{name}.j2", **values))
     site = _site_packages(root) / "lockgate"
     for folder in PACKAGE_UNIT_DIRS:
-        for unit in sorted((site / folder).glob("*.service")):
-            shutil.copyfile(unit, unit_dir / unit.name)
-            (unit_dir / unit.name).chmod(0o644)
+        for shipped in sorted((site / folder).glob("*.service")):
+            shutil.copyfile(shipped, unit_dir / shipped.name)
+            (unit_dir / shipped.name).chmod(0o644)
     for unit in context.profile.units:
         template = unit.split("@")[0] + "@.service" if "@" in unit else None
         known = [unit_dir / unit, root / "lib/systemd/system" / unit,

@@ -133,7 +133,7 @@ class Worker:
         self.ctx: Context = None  # type: ignore[assignment,unused-ignore]
         self.health = HealthChecker()
         self.version = -1
-        self.stamp: tuple[int, int] | None = None
+        self.stamp: tuple[int, int, int] | None = None
         self.vservers: dict[str, VsRuntime] = {}
         self.stats: dict[str, VsStats] = {}
         self.listeners: dict[tuple[Any, ...], asyncio.AbstractServer] = {}

@@ -33,7 +33,8 @@ def test_pipeline_writes_times_the_bench_reads_with_cache_hits(tmp_path: Path) -
     tarball = pipeline.rootfs.rootfs_tarball(context)
     tarball.parent.mkdir(parents=True)
     tarball.write_bytes(b"")
-    steps = [("build_rootfs", _noop), ("install_lockgate", _noop), ("make_disk", _noop)]
+    steps: list[tuple[str, pipeline.Step]] = [
+        ("build_rootfs", _noop), ("install_lockgate", _noop), ("make_disk", _noop)]
     pipeline.run_pipeline(context, steps)
     times = image.load_build_times(context.out_dir)
     assert [s.name for s in times.steps] == ["build_rootfs", "install_lockgate", "make_disk"]

@@ -30,7 +30,9 @@ def test_snapshot_sums_workers_and_worst_state_wins(tmp_path: Path) -> None:
         "connections_total": 6, "errors": 2}
     assert snap["pools"]["web"]["nodes"]["127.0.0.1:80"] == {
         "state": "dead", "connections": 4, "requests": 12, "failures": 0}
-    assert status.read_worker_status(tmp_path, 1)["virtual_servers"]["web"]["requests"] == 7
+    saved = status.read_worker_status(tmp_path, 1)
+    assert saved is not None
+    assert saved["virtual_servers"]["web"]["requests"] == 7
 
 
 def test_notify_reload_signals_the_supervisor_named_in_the_pid_file(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,6 +20,7 @@ from lockgate.firstboot.wizard.questions import (
     PASSWORD,
     SSH_INTRUSION_PREVENTION,
     InvalidAnswer,
+    Question,
     parse_password,
     timezone_question,
 )
@@ -107,9 +109,10 @@ def test_missing_answers_fall_back_to_defaults_except_the_required_ones() -> Non
     ],
 )
 def test_bad_replay_answers_name_the_step(key: str, value: str, message: str) -> None:
-    question = {"password": PASSWORD, "timezone": timezone_question("UTC"),
-                "ntp_server": NTP_SERVER, "ssh_intrusion_prevention": SSH_INTRUSION_PREVENTION,
-                "license_key": LICENSE_KEY}[key]
+    questions: dict[str, Question[Any]] = {
+        "password": PASSWORD, "timezone": timezone_question("UTC"), "ntp_server": NTP_SERVER,
+        "ssh_intrusion_prevention": SSH_INTRUSION_PREVENTION, "license_key": LICENSE_KEY}
+    question = questions[key]
     with pytest.raises(BadInput) as caught:
         ReplayAnswers({key: value}).answer(question)
     assert caught.value.format_message().startswith(message)
