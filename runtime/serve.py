@@ -19,6 +19,7 @@ import click
 
 from lockgate.errors import BadInput, Failure
 from lockgate.paths import STATE_DIR
+from lockgate.runtime import core_build
 from lockgate.runtime.config.schema import ConfigError
 from lockgate.runtime.config.store import ConfigStore
 from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
@@ -67,7 +68,8 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
     mgmt = None
     try:
         details = (f"virtual_servers={len(ConfigStore(state_dir).load().virtual_servers)} "
-                   f"workers={workers} listen={','.join(supervisor.listening) or '-'}")
+                   f"workers={workers} listen={','.join(supervisor.listening) or '-'} "
+                   f"core={core_build()}")
         if management is not None:
             from lockgate.runtime.api import start_management
 

@@ -24,14 +24,40 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 stamp=.venv/.lockgate-setup
+log=.venv/setup.log
+# pip, quietly: its build tools' chatter goes to $log, shown if a step fails
+pip() {
+    if ! .venv/bin/python -m pip "$@" >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "setup: pip $* failed (whole log: $log)" >&2
+        exit 1
+    fi
+}
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($PYTHON --version)"
     "$PYTHON" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+        || [ setup.py -nt "$stamp" ] || [ scripts/layout.py -nt "$stamp" ]; then
     echo "setup: installing Python dependencies (pinned by constraints.txt)"
-    .venv/bin/python -m pip install -q --upgrade -c constraints.txt pip setuptools wheel
-    .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+    # The build tools first, pinned, then lockgate built with them (no isolated
+    # build environment: that one would not be pinned). mypy brings mypyc.
+    : >"$log"
+    pip install -q --upgrade -c constraints.txt pip setuptools wheel mypy
+    echo "setup: installing lockgate, compiling the proxy core (LOCKGATE_COMPILE=0: skip)"
+    pip install -q --no-build-isolation -c constraints.txt -e '.[dev]'
     touch "$stamp"
+fi
+# Compiled modules sit beside their sources and win at import: one older than
+# its source would hide the edit, one left after LOCKGATE_COMPILE=0 would too.
+stale=$(.venv/bin/python scripts/layout.py stale)
+if [ -n "$stale" ]; then
+    if [ "${LOCKGATE_COMPILE:-1}" = 0 ]; then
+        echo "setup: removing compiled modules (LOCKGATE_COMPILE=0):" $stale
+        rm -f $stale
+    else
+        echo "setup: compiling the proxy core again (changed:" $stale")"
+        pip install -q --no-build-isolation --no-deps -c constraints.txt -e .
+    fi
 fi
 echo "setup: ready ($(.venv/bin/lockgate --version))"

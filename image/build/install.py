@@ -5,7 +5,9 @@ constraints.txt and the requirement names) and installed *inside* the rootfs
 by the image's python through ``chroot``, with pip run straight from its wheel,
 so the venv, its script shebangs and its byte-code are exactly what the
 appliance's interpreter would have made. lockgate itself is built as a wheel
-from a clean copy of the checkout, so stray build files never reach the image.
+from a clean copy of the checkout, so stray build files never reach the image;
+that wheel (its proxy core compiled, see setup.py) is kept in
+``cache/lockgate-wheel/<key>``, the key hashing every file that goes into it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from lockgate.errors import die
@@ -56,29 +59,63 @@ def download_wheels(context: Context) -> Path:
     return target
 
 
-def build_lockgate_wheel(context: Context) -> Path:
-    source = context.profile.lockgate.source
-    copy = context.work_dir / "lockgate-src"
-    dest = context.work_dir / "lockgate-wheel"
-    for path in (copy, dest):
-        if path.exists():
-            shutil.rmtree(path)
+def _skip_names(context: Context) -> Callable[[str, list[str]], set[str]]:
+    """shutil.copytree's ``ignore`` for what never goes into lockgate's wheel."""
+    source = context.profile.lockgate.source.resolve()
     skip_abs = {context.out_dir.resolve(), context.cache_dir.resolve()}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         here = Path(folder).resolve()
-        top = here == source.resolve()
+        top = here == source
         return {n for n in names if n in SKIP or (top and n in SKIP_TOP)
-                or n.endswith(".egg-info") or (here / n) in skip_abs}
+                or n.endswith((".egg-info", ".so")) or (here / n) in skip_abs}
 
-    shutil.copytree(source, copy, ignore=ignore, symlinks=True)
+    return ignore
+
+
+def _source_key(context: Context) -> str:
+    """A hash of every file that goes into lockgate's wheel (names, modes and bytes)."""
+    source = context.profile.lockgate.source
+    ignore = _skip_names(context)
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(source):
+        skipped = ignore(folder, dirs + files)
+        dirs[:] = sorted(d for d in dirs if d not in skipped)
+        for name in sorted(f for f in files if f not in skipped):
+            path = Path(folder, name)
+            h.update(f"{path.relative_to(source)}\0{path.lstat().st_mode:o}\0".encode())
+            h.update(os.readlink(path).encode() if path.is_symlink() else path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def lockgate_wheel_dir(context: Context) -> Path:
+    return context.cache_dir / "lockgate-wheel" / _source_key(context)
+
+
+def build_lockgate_wheel(context: Context) -> Path:
+    """lockgate's wheel for this checkout, built once per content (compiling takes ~10 s)."""
+    dest = lockgate_wheel_dir(context)
+    cached = sorted(dest.glob("lockgate-*.whl"))
+    if len(cached) == 1:
+        return cached[0]
+    copy = context.work_dir / "lockgate-src"
+    building = dest.with_name(dest.name + ".partial")
+    for path in (copy, building):
+        if path.exists():
+            shutil.rmtree(path)
+    shutil.copytree(context.profile.lockgate.source, copy, ignore=_skip_names(context),
+                    symlinks=True)
     run([_host_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--wheel-dir", dest, copy], env=context.env)
+         "--no-index", "--wheel-dir", building, copy], env=context.env)
     shutil.rmtree(copy)
-    wheels = sorted(dest.glob("lockgate-*.whl"))
+    wheels = sorted(building.glob("lockgate-*.whl"))
     if len(wheels) != 1:
-        raise die(f"building lockgate's wheel from {source} gave {len(wheels)} wheels, not 1")
-    return wheels[0]
+        raise die(f"building lockgate's wheel from {context.profile.lockgate.source} gave "
+                  f"{len(wheels)} wheels, not 1")
+    if dest.exists():
+        shutil.rmtree(dest)
+    building.rename(dest)
+    return dest / wheels[0].name
 
 
 def _chroot(context: Context, *argv: str) -> None:

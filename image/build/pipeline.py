@@ -124,7 +124,8 @@ STEPS: list[tuple[str, Step]] = [
 # Steps that a cache can serve: "is it there?" asked just before the step runs.
 CACHE_PROBES: dict[str, Callable[[Context], bool]] = {
     "build_rootfs": lambda c: rootfs.rootfs_tarball(c).exists(),
-    "install_lockgate": lambda c: (install.wheels_dir(c) / ".complete").exists(),
+    "install_lockgate": lambda c: ((install.wheels_dir(c) / ".complete").exists()
+                                   and any(install.lockgate_wheel_dir(c).glob("lockgate-*.whl"))),
 }
 
 

@@ -6,19 +6,19 @@ import asyncio
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from lockgate.runtime.config.model import VirtualServer
 from lockgate.runtime.pools import PoolRuntime
 
 # Read pauses on a client connection have reasons; reading resumes when none is left.
-PAUSE_BACKEND = 1  # the node's socket is full
-PAUSE_BACKLOG = 2  # pipelined requests queued up
-PAUSE_CONNECT = 4  # body bytes buffered while connecting
+PAUSE_BACKEND: Final = 1  # the node's socket is full
+PAUSE_BACKLOG: Final = 2  # pipelined requests queued up
+PAUSE_CONNECT: Final = 4  # body bytes buffered while connecting
 
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
-BUFFER_LIMIT = 256 * 1024  # bytes held for a node that is still connecting
+WRITE_HIGH_WATER: Final = 256 * 1024
+WRITE_LOW_WATER: Final = 64 * 1024
+BUFFER_LIMIT: Final = 256 * 1024  # bytes held for a node that is still connecting
 
 
 class VsStats:
@@ -34,7 +34,11 @@ class VsStats:
         self.errors = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        # spelled out: a compiled class has no __slots__ to walk
+        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "connections_current": self.connections_current,
+                "connections_total": self.connections_total, "errors": self.errors,
+                "requests": self.requests}
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue totals a previous worker in this slot left (connections_current restarts)."""

@@ -15,18 +15,18 @@ end with a close (HTTP/1.0 clients); HEAD, 1xx, 204 and 304 carry no body.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
 # Event kinds from RequestReader, in the order a request produces them.
-HEAD = 1  # payload: RequestHead
-BODY = 2  # payload: bytes, already framed for the node
-END = 3  # payload: bytes to send to the node to finish the body (may be b"")
-ERROR = 4  # payload: (status, reason) -> answer and close
-RAW = 5  # payload: bytes after an Upgrade request (tunnel data)
+HEAD: Final = 1  # payload: RequestHead
+BODY: Final = 2  # payload: bytes, already framed for the node
+END: Final = 3  # payload: bytes to send to the node to finish the body (may be b"")
+ERROR: Final = 4  # payload: (status, reason) -> answer and close
+RAW: Final = 5  # payload: bytes after an Upgrade request (tunnel data)
 
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
     b"transfer-encoding", b"upgrade",
 })
@@ -51,14 +51,14 @@ def error_response(status: int) -> bytes:
     return cached
 
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 class RequestHead:
@@ -107,7 +107,7 @@ class ProtocolError(Exception):
         self.status = status
 
 
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})  # name no other header
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})  # name no other header
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -260,17 +260,17 @@ def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> None:
 
 
 # ResponseReader event kinds
-R_HEAD = 11  # payload: bytes (head for the client); interim 1xx heads are R_INTERIM
-R_INTERIM = 12
-R_BODY = 13  # payload: bytes for the client
-R_END = 14  # payload: bytes to finish the body for the client
-R_UPGRADE = 15  # payload: bytes after a 101 head (tunnel data)
+R_HEAD: Final = 11  # payload: bytes (head for the client); interim 1xx heads are R_INTERIM
+R_INTERIM: Final = 12
+R_BODY: Final = 13  # payload: bytes for the client
+R_END: Final = 14  # payload: bytes to finish the body for the client
+R_UPGRADE: Final = 15  # payload: bytes after a 101 head (tunnel data)
 
 
-MAX_RESPONSE_HEAD = 65536  # a node's head larger than this is a 502
+MAX_RESPONSE_HEAD: Final = 65536  # a node's head larger than this is a 502
 # In a lower-cased node's head (llhttp refuses space before a colon): a hop-by-hop header
 # other than a plain "connection: keep-alive" or "close" (which is cut out).
-_UNUSUAL_LINE = re.compile(
+_UNUSUAL_LINE: Final = re.compile(
     rb"\r\n(?:connection:(?! ?(?:keep-alive|close)\r\n)|keep-alive:|proxy-connection:|te:"
     rb"|trailer:|transfer-encoding:|upgrade:)")
 

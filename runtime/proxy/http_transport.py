@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Final
 
 from lockgate.runtime.pools import NodeState, PoolRuntime
 from lockgate.runtime.proxy.context import (
@@ -39,11 +40,18 @@ from lockgate.runtime.proxy.http1 import (
 
 log = logging.getLogger("lockgate.runtime.proxy")
 
-# client connection states
-IDLE, CONNECTING, SENDING, WAITING, TUNNEL, CLOSED = range(6)
+# Client connection states. Final: the compiled module uses them as C constants.
+IDLE: Final = 0
+CONNECTING: Final = 1
+SENDING: Final = 2
+WAITING: Final = 3
+TUNNEL: Final = 4
+CLOSED: Final = 5
 # what the deadline means
-T_REQUEST, T_IDLE, T_ACTIVE = range(3)
-MAX_QUEUED_EVENTS = 64
+T_REQUEST: Final = 0
+T_IDLE: Final = 1
+T_ACTIVE: Final = 2
+MAX_QUEUED_EVENTS: Final = 64
 # Stands in for a client's RequestReader until its first byte: a reader (with its
 # parser) is ~1 KiB, and connections that never say anything are common. Never fed.
 _NOT_YET = RequestReader(0)

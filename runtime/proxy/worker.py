@@ -300,6 +300,8 @@ class Worker:
                 self.write_status()
             except OSError as exc:
                 log.error("worker %d: cannot write status: %s", self.slot, exc)
+            except Exception:  # a bug: say so every time, but keep watching the config
+                log.exception("worker %d: writing status failed", self.slot)
 
     def write_status(self) -> None:
         data = {

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from lockgate.runtime import status
+from lockgate.runtime.proxy.context import VsStats
 from lockgate.runtime.workers import notify_reload, pid_file
 
 
@@ -48,3 +49,16 @@ def test_notify_reload_signals_the_supervisor_named_in_the_pid_file(tmp_path: Pa
         signal.signal(signal.SIGHUP, previous)
     pid_file(tmp_path).write_text("999999999\n")  # a stale file from a crashed serve
     assert notify_reload(tmp_path) is False
+
+
+def test_counters_round_trip_through_the_status_file_shape() -> None:
+    stats = VsStats()
+    stats.requests, stats.bytes_in, stats.bytes_out, stats.errors = 12, 20, 40, 2
+    stats.connections_total, stats.connections_current = 6, 1
+    saved = stats.as_dict()
+    assert saved == {"requests": 12, "bytes_in": 20, "bytes_out": 40, "errors": 2,
+                     "connections_total": 6, "connections_current": 1}
+    again = VsStats()
+    again.restore(saved)
+    # totals continue in the next worker; open connections belong to the old one
+    assert again.as_dict() == {**saved, "connections_current": 0}
