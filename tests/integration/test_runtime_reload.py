@@ -186,6 +186,28 @@ def test_tcp_relay_with_flow_control(tmp_path: Path) -> None:
                 assert rss_kib(pid) - before < 24 * 1024
 
 
+def test_tcp_relay_passes_half_closes_after_the_bytes_before_them(tmp_path: Path) -> None:
+    """Half-closes both ways, end to end (the write order itself: tests/unit/test_proxy_tcp.py)."""
+    port = free_port()
+    with backends("a") as (a,):
+        config = {"virtual_servers": {"raw": vs(port, basic={"protocol": "tcp", "pool": "raw"})},
+                  "pools": {"raw": pool_of(a.address)}}
+        with runtime(tmp_path, config):
+            for target, size in (("/big?327680", 327680), ("/", 1)):  # /big sends 64 KiB blocks
+                with socket.create_connection(("127.0.0.1", port), 10) as s:
+                    # the request and the client's FIN in one go; HTTP/1.0: the node answers,
+                    # then closes, so its last bytes and its FIN also arrive together
+                    s.sendall(f"GET {target} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+                    s.shutdown(socket.SHUT_WR)
+                    s.settimeout(10)
+                    data = b""
+                    while piece := s.recv(65536):
+                        data += piece
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.") and b" 200 " in head, head[:80]
+                    assert len(body) == size, (target, len(body))
+
+
 def test_half_closed_client_still_gets_its_answer(tmp_path: Path) -> None:
     port = free_port()
     with backends("a") as (a,):
