@@ -318,7 +318,7 @@ def test_client_that_never_reads_keeps_proxy_memory_bounded(tmp_path: Path) -> N
                     time.sleep(0.05)
                 grown = rss_kib(pid) - before
                 assert big.big_sent < 16 << 20, big.big_sent  # of 200 MiB: the backend is held back
-                assert grown < 24 * 1024, grown
+                assert grown < 6 * 1024, grown  # ~0.7 MB measured (26 Nov)
                 received = len(s.recv(1 << 20))
                 assert received > 0  # it was a real response, just unread
 

@@ -182,8 +182,10 @@ def test_tcp_relay_with_flow_control(tmp_path: Path) -> None:
                     elif time.monotonic() - stable_since > 0.7:
                         break
                     time.sleep(0.05)
+                # Kernel buffers hold ~8-11 MB here; the proxy itself ~0.1-0.4 MB (with
+                # writes queued a whole loop turn, before FLUSH_BYTES: 12-14 MB and 4.5-8 MB).
                 assert big.big_sent < 16 << 20, big.big_sent
-                assert rss_kib(pid) - before < 24 * 1024
+                assert rss_kib(pid) - before < 4 * 1024
 
 
 def test_tcp_relay_passes_half_closes_after_the_bytes_before_them(tmp_path: Path) -> None:

@@ -93,3 +93,17 @@ def test_node_closing_after_a_half_closed_client_still_delivers_its_last_bytes(r
     client.backend.eof_received()  # both sides done: the relay closes
     assert to_client.log == [("write", b"last words"), ("close",)]
     assert to_node.log == [("eof",), ("close",)]
+
+
+def test_bulk_data_is_written_at_once_so_flow_control_can_pause_the_sender(relay: Any) -> None:
+    """Small messages wait for the end of the loop turn; a queue past 64 KiB goes out now.
+
+    Otherwise one loop turn could read 32 buffers of 256 KiB from a fast node for a
+    client that never reads before any write could pause the node's side.
+    """
+    client, to_client, _ = relay
+    client.backend.data_received(b"small")
+    assert to_client.log == []
+    bulk = b"x" * (64 * 1024)
+    client.backend.data_received(bulk)
+    assert to_client.log == [("write", b"small"), ("write", bulk)]
