@@ -26,11 +26,14 @@ VENV = Path("/opt/lockgate")
 COMMANDS = ("lockgate", "z-initial-config", "z-reset-password", "z-expand-logs-partition",
             "start-lockgate", "stop-lockgate")
 STAGING = Path("/tmp/lockgate-wheels")  # inside the rootfs, removed afterwards
-# Never copied into the wheel build: VCS data, environments, caches anywhere;
-# outputs and tests only at the top (image/build/ is a package, not an output).
+# What the wheel is built from, at the top of the checkout (setup.py reads
+# scripts/layout.py; README.md is the long description). Nothing else is copied
+# or hashed, so editing docs or tests does not compile the proxy core again.
+WHEEL_INPUTS = {"setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE",
+                "scripts", "src", "image", "firstboot", "runtime"}
+# Never copied, at any depth: VCS data, environments, caches, build leftovers.
 SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
         "node_modules"}
-SKIP_TOP = {"build", "cache", "dist", "tests"}
 
 
 def _host_python() -> str:
@@ -59,24 +62,26 @@ def download_wheels(context: Context) -> Path:
     return target
 
 
-def _skip_names(context: Context) -> Callable[[str, list[str]], set[str]]:
+def skip_names(source: Path, skip_abs: set[Path]) -> Callable[[str, list[str]], set[str]]:
     """shutil.copytree's ``ignore`` for what never goes into lockgate's wheel."""
-    source = context.profile.lockgate.source.resolve()
-    skip_abs = {context.out_dir.resolve(), context.cache_dir.resolve()}
+    source = source.resolve()
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         here = Path(folder).resolve()
         top = here == source
-        return {n for n in names if n in SKIP or (top and n in SKIP_TOP)
+        return {n for n in names if n in SKIP or (top and n not in WHEEL_INPUTS)
                 or n.endswith((".egg-info", ".so")) or (here / n) in skip_abs}
 
     return ignore
 
 
-def _source_key(context: Context) -> str:
+def _skip_outputs(context: Context) -> Callable[[str, list[str]], set[str]]:
+    return skip_names(context.profile.lockgate.source,
+                      {context.out_dir.resolve(), context.cache_dir.resolve()})
+
+
+def source_key(source: Path, ignore: Callable[[str, list[str]], set[str]]) -> str:
     """A hash of every file that goes into lockgate's wheel (names, modes and bytes)."""
-    source = context.profile.lockgate.source
-    ignore = _skip_names(context)
     h = hashlib.sha256()
     for folder, dirs, files in os.walk(source):
         skipped = ignore(folder, dirs + files)
@@ -89,7 +94,8 @@ def _source_key(context: Context) -> str:
 
 
 def lockgate_wheel_dir(context: Context) -> Path:
-    return context.cache_dir / "lockgate-wheel" / _source_key(context)
+    key = source_key(context.profile.lockgate.source, _skip_outputs(context))
+    return context.cache_dir / "lockgate-wheel" / key
 
 
 def build_lockgate_wheel(context: Context) -> Path:
@@ -103,7 +109,7 @@ def build_lockgate_wheel(context: Context) -> Path:
     for path in (copy, building):
         if path.exists():
             shutil.rmtree(path)
-    shutil.copytree(context.profile.lockgate.source, copy, ignore=_skip_names(context),
+    shutil.copytree(context.profile.lockgate.source, copy, ignore=_skip_outputs(context),
                     symlinks=True)
     run([_host_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "--no-index", "--wheel-dir", building, copy], env=context.env)

@@ -31,3 +31,31 @@ def test_wheel_has_all_parts_and_unit_files(tmp_path: Path) -> None:
     assert not any("__pycache__" in n for n in names)
     # The checkout itself is left as it was: no build/ or egg-info written into it.
     assert not (REPO / "image/lockgate.egg-info").exists()
+
+
+def test_wheel_cache_key_follows_the_wheel_inputs_only(tmp_path: Path) -> None:
+    from lockgate.image.build.install import skip_names, source_key
+
+    src = tmp_path / "checkout"
+    for rel, text in {"setup.py": "setup()", "runtime/proxy/http1.py": "x = 1",
+                      "docs/runtime-config.md": "# doc", "tests/unit/test_x.py": "",
+                      "runtime/proxy/http1.cpython-311-x86_64-linux-gnu.so": "built"}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    out = src / "build"
+    out.mkdir()
+
+    def key() -> str:
+        return source_key(src, skip_names(src, {out.resolve()}))
+
+    first = key()
+    (src / "docs/runtime-config.md").write_text("# doc, edited")
+    (src / "tests/unit/test_x.py").write_text("assert True")
+    (src / "runtime/proxy/http1.cpython-311-x86_64-linux-gnu.so").write_text("rebuilt")
+    (out / "lockgate.raw").write_text("an artifact")
+    assert key() == first  # none of that is built into the wheel
+    (src / "runtime/proxy/http1.py").write_text("x = 2")
+    assert key() != first
+    (src / "runtime/proxy/http1.py").write_text("x = 1")
+    (src / "setup.py").chmod(0o755)
+    assert key() != first  # modes count too
