@@ -37,8 +37,6 @@ class StepResult:
         return cls(data["name"], Outcome(data["result"]), data["message"])
 
 
-
-
 def redact(text: str, secrets: list[str | None]) -> str:
     """Remove secret values from a message before it reaches a log, status or console."""
     for secret in secrets:

@@ -25,9 +25,13 @@ BUFFER_LIMIT: Final = 256 * 1024  # bytes held for a node that is still connecti
 FLUSH_BYTES: Final = 64 * 1024
 
 
+# A virtual server's counters, as the status file names them.
+COUNTERS: Final = ("bytes_in", "bytes_out", "connections_current", "connections_total", "errors",
+                   "requests")
+
+
 class VsStats:
-    __slots__ = ("bytes_in", "bytes_out", "connections_current", "connections_total", "errors",
-                 "requests")
+    __slots__ = COUNTERS
 
     def __init__(self) -> None:
         self.requests = 0
@@ -38,16 +42,13 @@ class VsStats:
         self.errors = 0
 
     def as_dict(self) -> dict[str, int]:
-        # spelled out: a compiled class has no __slots__ to walk
-        return {"bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "connections_current": self.connections_current,
-                "connections_total": self.connections_total, "errors": self.errors,
-                "requests": self.requests}
+        return {k: getattr(self, k) for k in COUNTERS}  # (a compiled class has no __slots__)
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue totals a previous worker in this slot left (connections_current restarts)."""
-        for key in ("requests", "bytes_in", "bytes_out", "connections_total", "errors"):
-            setattr(self, key, int(saved.get(key, 0)))
+        for key in COUNTERS:
+            if key != "connections_current":
+                setattr(self, key, int(saved.get(key, 0)))
 
 
 @dataclass(frozen=True)

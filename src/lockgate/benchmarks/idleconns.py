@@ -110,15 +110,14 @@ def measure_idle_rss(proxy_pid: int, port: int, connections: int,
 
 def _open_accepted(sockets: list[socket.socket], connections: int, port: int,
                    deadline: float) -> int:
-    """Open ``connections`` more into ``sockets``; return once the proxy accepted them all."""
-    opened = []
+    """Open ``connections`` into the empty ``sockets`` (the caller closes them, also on
+    errors); return once the proxy accepted them all."""
     for _ in range(connections):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sockets.append(sock)
-        opened.append(sock)
         sock.settimeout(max(0.5, deadline - time.monotonic()))
         sock.connect((LOOPBACK, port))
-    ports = {int(sock.getsockname()[1]) for sock in opened}
+    ports = {int(sock.getsockname()[1]) for sock in sockets}
     while True:
         count = accepted_now(port, ports)
         if count >= connections or time.monotonic() > deadline:
