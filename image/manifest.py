@@ -44,6 +44,8 @@ def build_manifest(context: Context, layout: Layout, packages: list[dict[str, st
         "release": context.profile.release,
         "kernel": context.kernel_version,
         "firmware": str(context.profile.firmware),
+        # check_initramfs proved each is in the image: publishing turns gve into GVNIC.
+        "initramfs_drivers": sorted(context.profile.initramfs_drivers),
         "grub_entry": context.entry_id,
         "disk": {"size": layout.disk_size, "label_id": str(layout.label_id)},
         "artifacts": [{"format": a.format, "path": os.path.relpath(a.path, out),
