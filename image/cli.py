@@ -16,3 +16,7 @@ group.add_command(boot)
 from lockgate.image.build.cli import build  # noqa: E402
 
 group.add_command(build)
+
+from lockgate.image.publish.cli import publish  # noqa: E402
+
+group.add_command(publish)
