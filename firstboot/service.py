@@ -6,7 +6,8 @@ One run, every boot, before the traffic manager starts:
 2. parse the user-data into :class:`Settings` (invalid: nothing is applied);
 3. once per instance id, run the apply steps (admin, licence, timezone,
    cluster, cfn, register) against ``--root``;
-4. on Azure, report "ready" to the fabric;
+4. tell the platform how it ended (the datasource's ``finish``: Azure's
+   wire server hears Ready, or NotReady/ProvisioningFailed and why);
 5. write the status to ``/run/lockgate/firstboot.json`` (0644, no secrets)
    and print ``lockgate-firstboot: done state=... instance=... source=...``
    on the console, which the image boot tool waits for.
@@ -187,6 +188,7 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
 
     status.instance_id = data.instance_id
     status.source = data.platform
+    failure: str | None = None  # why this boot failed, for the platform (no secrets)
     metadata = dict(data.metadata)
     record = state.get(data.instance_id)
     if record is not None and record.damaged:
@@ -210,6 +212,7 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
         first = record.first_boot if record else status.started
         if settings is None:
             status.state = FAILED
+            failure = f"invalid user-data: {error}"
             say(f"{PREFIX} invalid user-data: {error}; nothing was applied. Fix the user-data "
                 "and reboot, or log in on the console and run z-initial-config")
             state.save(InstanceRecord(data.instance_id, data.platform, applied=False,
@@ -225,6 +228,7 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
             broken = {s.name for s in status.steps if s.result is Outcome.FAILED}
             if broken & {"admin", "licence"}:
                 status.state = FAILED
+                failure = _failed_steps(status.steps)
             else:
                 status.state, missing = current_state(root)
                 if missing:
@@ -232,12 +236,20 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
             state.save(InstanceRecord(data.instance_id, data.platform, applied=True,
                                       state=status.state, first_boot=first,
                                       applied_at=_now(), steps=status.steps))
-    report_ready = getattr(source, "report_ready", None)
-    if data.platform == "azure" and report_ready is not None and not report_ready(timeout):
-        # The fabric keeps waiting for "ready"; the boot goes on regardless.
-        reason = getattr(source, "last_report_error", None) or "see the journal"
-        status.warnings.append(f"azure: reporting ready to the platform failed: {reason}")
+    _tell_platform(source, status, failure, timeout)
     return _finish(status, began, root)
+
+
+def _tell_platform(source: Any, status: Status, failure: str | None, timeout: float) -> None:
+    """The datasource's ``finish`` step (Azure waits for it); a problem is a warning only."""
+    ok = status.state != FAILED
+    problem = source.finish(ok, None if ok else (failure or "first boot failed"), timeout)
+    if problem:
+        status.warnings.append(problem)
+
+
+def _failed_steps(steps: list[StepResult]) -> str:
+    return "; ".join(f"{s.name}: {s.message}" for s in steps if s.result is Outcome.FAILED)
 
 
 def _parse(user_data: bytes | None, status: Status) -> tuple[Any, str]:
@@ -310,8 +322,12 @@ def run(source_spec: str, root: Path, console_target: str, timeout: float) -> No
             status = firstboot(root, source, console, timeout, source_spec)
         except Exception as exc:  # a bug must not stop the boot: record it, show it, go on
             traceback.print_exc(file=sys.stderr)
-            status = Status(started=_now(), source=source_spec,
-                            warnings=[f"first boot crashed: {type(exc).__name__}: {exc}"])
+            crash = f"first boot crashed: {type(exc).__name__}: {exc}"
+            status = Status(started=_now(), source=source_spec, warnings=[crash])
+            try:
+                _tell_platform(source, status, crash, timeout)
+            except Exception:  # the platform is told on a best-effort basis only
+                traceback.print_exc(file=sys.stderr)
             try:
                 _finish(status, time.monotonic(), root)
             except OSError as write_error:  # still print the marker so the boot goes on
@@ -338,6 +354,9 @@ class _Unavailable:
         from lockgate.firstboot.datasources.base import DatasourceError
 
         raise DatasourceError(self.reason)
+
+    def finish(self, ok: bool, reason: str | None = None, timeout: float = 60.0) -> str | None:
+        return None
 
 
 @click.command("status")

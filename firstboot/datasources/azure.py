@@ -11,9 +11,11 @@ Where user-data comes from, in order:
    an already mounted directory or the ``ovf-env.xml`` file itself.
 
 Azure waits for the VM to say it is ready and fails the deployment after a
-while if it never does. :meth:`AzureSource.report_ready` reads the goal state
-from the wire server (ContainerId, InstanceId, Incarnation) and posts a health
-report with state Ready, like the Linux agent does. A failure to report is
+while if it never does. :meth:`AzureSource.finish` reads the goal state from
+the wire server (ContainerId, InstanceId, Incarnation) and posts a health
+report: state Ready after a good first boot, like the Linux agent does, or
+NotReady / ProvisioningFailed with a description when the user-data was
+invalid or first boot failed, so the deployment fails at once and says why. A failure to report is
 logged and returned, never raised: the appliance works either way.
 """
 
@@ -47,6 +49,7 @@ IMDS_API_VERSION = "2021-08-01"
 WIRE_VERSION = "2012-11-30"
 AGENT_NAME = "lockgate"
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+MAX_DESCRIPTION = 1000  # the portal shows a line, not a log; the console has the rest
 
 HEALTH_TEMPLATE = """\
 <?xml version="1.0" encoding="utf-8"?>
@@ -281,6 +284,20 @@ class AzureSource:
     def report_failure(self, description: str, timeout: float = 60.0) -> bool:
         """Tell the platform provisioning failed, so the deployment fails fast and says why."""
         return self._report("NotReady", "ProvisioningFailed", description, timeout)
+
+    def finish(self, ok: bool, reason: str | None = None, timeout: float = 60.0) -> str | None:
+        """Ready only when first boot succeeded; otherwise NotReady/ProvisioningFailed with
+        the reason, as cloud-init's ``report_failure_to_fabric`` does."""
+        if ok:
+            if self.report_ready(timeout):
+                return None
+            what = "ready"
+        else:
+            description = f"lockgate first boot failed: {reason or 'see the console log'}"
+            if self.report_failure(description[:MAX_DESCRIPTION], timeout):
+                return None
+            what = "the failure"
+        return f"azure: reporting {what} to the platform failed: {self.last_report_error}"
 
 
 def _private_ip(doc: dict[str, object]) -> str | None:

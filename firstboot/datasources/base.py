@@ -1,10 +1,12 @@
 """What every datasource provides, and how one is chosen.
 
-A datasource is one small class per platform with the same three steps
-(see cloud-init's sources): ``detect()`` is cheap and local (DMI/platform
-strings, a labelled volume; never the network), ``fetch()`` reads metadata
-and user-data over the network or from media, and the result carries the
-instance id that keys "once per instance".
+A datasource is one small class per platform with the same steps (see
+cloud-init's sources): ``detect()`` is cheap and local (DMI/platform strings,
+a labelled volume; never the network), ``fetch()`` reads metadata and
+user-data over the network or from media, and the result carries the instance
+id that keys "once per instance". ``finish(ok, reason)`` tells the platform
+how first boot ended, for the platforms that want to know (Azure); the others
+inherit :class:`NothingToReport`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ class Datasource(Protocol):
     def fetch(self, timeout: float = 60.0) -> InstanceData:
         """Read instance id and user-data; give up after ``timeout`` seconds overall."""
         ...
+
+    def finish(self, ok: bool, reason: str | None = None, timeout: float = 60.0) -> str | None:
+        """Tell the platform first boot ended (``ok``) or failed (``reason``, no secrets).
+
+        Called after every boot that could fetch; returns a one-line problem for the
+        status warnings when telling failed, else None. Never raises.
+        """
+        ...
+
+
+class NothingToReport:
+    """``finish()`` for platforms that do not wait for the guest to report."""
+
+    def finish(self, ok: bool, reason: str | None = None, timeout: float = 60.0) -> str | None:
+        return None
 
 
 # --- shared helpers for the sources -------------------------------------------------

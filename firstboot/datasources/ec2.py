@@ -19,6 +19,7 @@ from lockgate.firstboot.datasources.base import (
     DatasourceError,
     Deadline,
     InstanceData,
+    NothingToReport,
     read_dmi,
     user_data_from,
 )
@@ -33,7 +34,7 @@ OPTIONAL_META = ("placement/region", "placement/availability-zone", "local-ipv4"
                  "local-hostname", "public-ipv4", "public-hostname")
 
 
-class Ec2Source:
+class Ec2Source(NothingToReport):
     name: ClassVar[str] = "ec2"
 
     def __init__(self, base_url: str = DEFAULT_URL, *, sysfs_root: Path = SYSFS,

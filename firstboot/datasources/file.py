@@ -14,12 +14,12 @@ import hashlib
 from pathlib import Path
 from typing import ClassVar
 
-from lockgate.firstboot.datasources.base import DatasourceError, InstanceData
+from lockgate.firstboot.datasources.base import DatasourceError, InstanceData, NothingToReport
 
 PREFIX_BYTES = 4096
 
 
-class FileSource:
+class FileSource(NothingToReport):
     name: ClassVar[str] = "file"
 
     def __init__(self, path: Path | str) -> None:

@@ -20,6 +20,7 @@ from lockgate.firstboot.datasources.base import (
     DatasourceError,
     Deadline,
     InstanceData,
+    NothingToReport,
     read_dmi,
     user_data_from,
 )
@@ -33,7 +34,7 @@ FLAVOR = {"Metadata-Flavor": "Google"}
 PROBE_TRIES = 2  # per base URL and round, so a dead first address costs little
 
 
-class GceSource:
+class GceSource(NothingToReport):
     name: ClassVar[str] = "gce"
 
     def __init__(self, base_urls: Sequence[str] | str = DEFAULT_URLS, *,

@@ -6,9 +6,8 @@ A seed directory (``/var/lib/cloud/seed/nocloud`` by default) holds the files
 ::user-data -``), so first boot needs no mount point and leaves nothing
 mounted. ISO 9660 seeds are not read (mount them and use the seed directory).
 
-``meta-data`` is YAML; the few keys that matter (``instance-id``,
-``local-hostname``) are read with a tiny ``key: value`` parser, and PyYAML is
-only imported for anything fancier.
+``meta-data`` is YAML, read with PyYAML's C loader (``CSafeLoader``, the pure
+Python ``SafeLoader`` when PyYAML was built without libyaml).
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from lockgate.firstboot.datasources.base import DEV, DatasourceError, InstanceData
+from lockgate.firstboot.datasources.base import DEV, DatasourceError, InstanceData, NothingToReport
 
 log = logging.getLogger("lockgate.firstboot.nocloud")
 
@@ -28,39 +27,29 @@ DEFAULT_INSTANCE_ID = "iid-dsnocloud"  # what cloud-init assumes when meta-data 
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 
 
-def parse_meta_data(text: str) -> dict[str, str]:
-    """Top-level scalar keys of a NoCloud ``meta-data`` document."""
-    result: dict[str, str] = {}
-    simple = True
-    for raw in text.splitlines():
-        line = raw.split(" #", 1)[0].rstrip()
-        if not line.strip() or line.lstrip().startswith("#") or line.strip() == "---":
-            continue
-        key, sep, value = line.partition(":")
-        if not sep or line[0].isspace() or line[0] in "{[-\"'" or not key.strip() or value[:1] not in ("", " "):
-            simple = False
-            break
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        result[key.strip()] = value
-    if simple:
-        return {k: v for k, v in result.items() if v}
-    import yaml  # nested or flow-style meta-data: let a real parser do it
+def load_meta_data(text: str) -> dict[str, Any]:
+    """A NoCloud ``meta-data`` document as a mapping (YAML, PyYAML's C loader when built)."""
+    import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=loader)  # a safe loader: plain data only
     except yaml.YAMLError as exc:
         raise DatasourceError(f"meta-data is not valid YAML: {exc}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise DatasourceError("meta-data is not a YAML mapping")
-    return {str(k): str(v) for k, v in doc.items()
-            if v is not None and not isinstance(v, dict | list)}
+    return {str(k): v for k, v in doc.items()}
 
 
-class NoCloudSource:
+def parse_meta_data(text: str) -> dict[str, str]:
+    """Top-level scalar keys of a NoCloud ``meta-data`` document, as text."""
+    return {k: str(v) for k, v in load_meta_data(text).items()
+            if v is not None and v != "" and not isinstance(v, dict | list)}
+
+
+class NoCloudSource(NothingToReport):
     name: ClassVar[str] = "nocloud"
 
     def __init__(self, seed_dirs: Sequence[Path] = DEFAULT_SEED_DIRS, *, dev_root: Path = DEV,

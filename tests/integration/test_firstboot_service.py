@@ -229,6 +229,54 @@ def test_azure_reports_ready(tmp_path: Path) -> None:
         assert [r.state for r in azure.health_reports][-1:] == ["Ready"]
 
 
+def _azure_boot(tmp_path: Path, azure: AzureEmulator) -> Any:
+    from lockgate.firstboot.datasources.azure import AzureSource
+
+    source = AzureSource(imds_url=azure.url, wireserver_url=azure.url,
+                         ovf_path=tmp_path / "no-ovf-env.xml")
+    console = Console(str(tmp_path / "console"))
+    try:
+        return firstboot(tmp_path / "root", source, console, 10.0)
+    finally:
+        console.close()
+
+
+def test_azure_reports_invalid_user_data_as_a_provisioning_failure(tmp_path: Path) -> None:
+    with AzureEmulator(user_data=b"password=x accept_license=perhaps") as azure:
+        status = _azure_boot(tmp_path, azure)
+        assert status.state == "failed"
+        assert status.warnings == []
+        (report,) = azure.health_reports
+    assert (report.state, report.substatus) == ("NotReady", "ProvisioningFailed")
+    assert report.description is not None
+    assert "invalid user-data" in report.description and "accept_license" in report.description
+    assert "password=x" not in report.raw.decode()  # user-data never goes to the platform
+
+
+def test_azure_reports_a_failed_step_and_never_ready(tmp_path: Path) -> None:
+    users = StatePaths.under_root(tmp_path / "root").users
+    users.parent.mkdir(parents=True)
+    users.write_text("{not json")  # the admin step cannot store the password: fails
+    with AzureEmulator(user_data=b"password=Az-Pw-8 accept_license=yes") as azure:
+        status = _azure_boot(tmp_path, azure)
+        assert status.state == "failed"
+        assert [r.state for r in azure.health_reports] == ["NotReady"]
+        description = azure.health_reports[0].description or ""
+    assert description.startswith("lockgate first boot failed: admin:")
+    assert "Az-Pw-8" not in description
+
+
+def test_azure_report_failure_is_a_warning_not_a_failed_boot(tmp_path: Path) -> None:
+    with AzureEmulator(user_data=b"password=Az-Pw-9 accept_license=yes") as azure:
+        azure.container_id = "changed-after-the-goal-state"  # the report is refused (400)
+        original = azure.goal_state_xml
+        azure.goal_state_xml = lambda: original().replace(  # type: ignore[method-assign]
+            "changed-after-the-goal-state", "another-container")
+        status = _azure_boot(tmp_path, azure)
+    assert status.state == "configured"
+    assert len(status.warnings) == 1 and "azure: reporting ready" in status.warnings[0]
+
+
 def test_unit_file_contract(tmp_path: Path) -> None:
     import configparser
     import shutil

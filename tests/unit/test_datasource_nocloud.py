@@ -90,3 +90,19 @@ def test_meta_data_parser() -> None:
     assert parse_meta_data(nested) == {"instance-id": "iid-2"}
     with pytest.raises(DatasourceError, match="not valid YAML"):
         parse_meta_data("instance-id: [unclosed\n  x: {")
+
+
+def test_meta_data_quoted_values_keep_a_hash_after_a_space() -> None:
+    # A real YAML parser: " #" inside quotes is part of the value, outside it a comment.
+    text = ("instance-id: 'iid #7'\nlocal-hostname: \"web #2\"  # trailing comment\n"
+            "owner: plain # comment\n")
+    assert parse_meta_data(text) == {"instance-id": "iid #7", "local-hostname": "web #2",
+                                     "owner": "plain"}
+
+
+def test_meta_data_scalars_are_text_and_empty_values_dropped() -> None:
+    assert parse_meta_data("instance-id: iid-3\nlocal-hostname:\nn: 5\n") == {
+        "instance-id": "iid-3", "n": "5"}
+    assert parse_meta_data("") == {}
+    with pytest.raises(DatasourceError, match="not a YAML mapping"):
+        parse_meta_data("- a\n- b\n")
