@@ -60,4 +60,22 @@ if [ -n "$stale" ]; then
         pip install -q --no-build-isolation --no-deps -c constraints.txt -e .
     fi
 fi
+# Azurite, the Azure blob emulator of the publish tests, from npm, pinned by
+# tests/emulators/package-lock.json. Debian's npm comes apart from nodejs (a
+# NodeSource nodejs carries its own, which Debian's npm package conflicts with).
+if ! command -v npm >/dev/null; then
+    echo "setup: installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+emulators=tests/emulators
+if [ ! -f "$emulators/node_modules/.lockgate-setup" ] \
+        || [ "$emulators/package-lock.json" -nt "$emulators/node_modules/.lockgate-setup" ]; then
+    echo "setup: installing Azurite (npm ci in $emulators)"
+    if ! (cd "$emulators" && npm ci --no-audit --no-fund --ignore-scripts) >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "setup: npm ci in $emulators failed (whole log: $log)" >&2
+        exit 1
+    fi
+    touch "$emulators/node_modules/.lockgate-setup"
+fi
 echo "setup: ready ($(.venv/bin/lockgate --version))"
