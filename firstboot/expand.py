@@ -11,13 +11,13 @@ needs the block device. Nothing but the data partition is ever changed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import click
 
 from lockgate.errors import BadInput, LockgateError
 from lockgate.paths import STATE_DIR
@@ -140,22 +140,25 @@ def parent_disk(partition_dev: str, sys_block: Path = Path("/sys/class/block")) 
     return f"/dev/{link.parent.name}"
 
 
+@click.command("z-expand-logs-partition",
+               context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--auto", is_flag=True,
+              help="Boot mode: do nothing unless there is at least 16 MiB and 1% of the disk "
+                   "to gain.")
+@click.option("--disk", metavar="DEVICE|FILE",
+              help=f"The disk (device or image file); default: the disk holding {STATE_DIR}.")
+@click.option("--dry-run", is_flag=True, help="Show what would change.")
+def expand_cmd(auto: bool, disk: str | None, dry_run: bool) -> None:
+    """Grow the data (logs) partition and its filesystem to the end of the disk."""
+    code = expand(disk, auto=auto, dry_run=dry_run)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="z-expand-logs-partition",
-        description="Grow the data (logs) partition and its filesystem to the end of the disk.")
-    parser.add_argument("--auto", action="store_true",
-                        help="boot mode: do nothing unless there is at least 16 MiB and 1%% "
-                             "of the disk to gain")
-    parser.add_argument("--disk", help="the disk (device or image file); default: the disk "
-                        f"holding {STATE_DIR}")
-    parser.add_argument("--dry-run", action="store_true", help="show what would change")
-    args = parser.parse_args(argv)
-    try:
-        sys.exit(expand(args.disk, auto=args.auto, dry_run=args.dry_run))
-    except LockgateError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    from lockgate.cli import run_command
+
+    run_command(expand_cmd, argv, "z-expand-logs-partition")
 
 
 def expand(disk: str | None, *, auto: bool = False, dry_run: bool = False) -> int:

@@ -7,10 +7,11 @@ running (the appliance); elsewhere they say so instead of failing obscurely.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from lockgate.errors import Failure, LockgateError
+import click
+
+from lockgate.errors import Failure
 from lockgate.proc import run
 
 UNIT = "lockgate.service"
@@ -30,21 +31,29 @@ def control(action: str, marker: Path = SYSTEMD_MARKER) -> None:
     print(f"lockgate: traffic manager {state}")
 
 
-def _main(action: str) -> None:
-    if len(sys.argv) > 1:
-        name = "start-lockgate" if action == "start" else "stop-lockgate"
-        print(f"usage: {name}  (takes no arguments)", file=sys.stderr)
-        sys.exit(2)
-    try:
-        control(action)
-    except LockgateError as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+def _command(action: str) -> click.Command:
+    name = f"{action}-lockgate"
+
+    @click.command(name, context_settings={"help_option_names": ["-h", "--help"]})
+    def command() -> None:
+        control(action, SYSTEMD_MARKER)
+
+    command.help = (f"{action.capitalize()} the traffic manager "
+                    f"(systemctl {action} {UNIT}); takes no arguments.")
+    return command
 
 
-def start_main() -> None:
-    _main("start")
+start_cmd = _command("start")
+stop_cmd = _command("stop")
 
 
-def stop_main() -> None:
-    _main("stop")
+def start_main(argv: list[str] | None = None) -> None:
+    from lockgate.cli import run_command
+
+    run_command(start_cmd, argv, "start-lockgate")
+
+
+def stop_main(argv: list[str] | None = None) -> None:
+    from lockgate.cli import run_command
+
+    run_command(stop_cmd, argv, "stop-lockgate")

@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lockgate.errors import Failure
-from lockgate.runtime.control import control
+from lockgate.runtime import control as control_module
+from lockgate.runtime.control import control, start_main, stop_main
 
 
 def fake_systemctl(bin_dir: Path, log: Path, exit_code: int = 0) -> None:
@@ -58,3 +60,27 @@ def test_installed_scripts_without_systemd(script: str) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: systemd is not running")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(("main", "name"), [(start_main, "start-lockgate"),
+                                            (stop_main, "stop-lockgate")])
+def test_commands_take_no_arguments(main: Callable[[list[str] | None], None], name: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["extra"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    assert f"Usage: {name}" in capsys.readouterr().out
+
+
+def test_command_without_systemd_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(control_module, "SYSTEMD_MARKER", tmp_path / "absent")
+    with pytest.raises(SystemExit) as exited:
+        start_main([])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.startswith("error: systemd is not running")

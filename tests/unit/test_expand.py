@@ -153,3 +153,36 @@ def test_refuses_a_disk_without_a_data_partition(tmp_path: Path) -> None:
     with pytest.raises(ex.LockgateError, match="no partition named 'data'"):
         ex.expand(str(path))
     assert path.read_bytes() == before
+
+
+def _main(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exited:
+        ex.main(argv)
+    code = exited.value.code
+    return int(code) if code is not None else 0
+
+
+def test_command_line_dry_run_changes_nothing(disk: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    before = table(disk)
+    assert _main(["--disk", str(disk), "--dry-run"]) == 0
+    assert table(disk) == before
+    assert "would grow" in capsys.readouterr().out
+    assert _main(["--disk", str(disk), "--auto"]) == 0
+    assert table(disk) != before
+
+
+def test_command_line_usage_errors_are_one_line_exit_2(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert _main(["--help"]) == 0
+    assert "--dry-run" in capsys.readouterr().out
+
+
+def test_command_line_a_missing_disk_is_an_error_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["--disk", str(tmp_path / "absent.raw")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
