@@ -1,10 +1,18 @@
-"""The boot path stays light: fast to import, no cloud SDKs, no image builder."""
+"""The boot path stays light: fast to import, no cloud SDKs, no image builder.
+
+Timed as a boot runs it: the installed ``lockgate`` script doing a whole
+``firstboot run`` and the runtime from start to listening, with
+``PYTHONPROFILEIMPORTTIME`` so every module imported on the way is seen."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -31,14 +39,93 @@ def _cumulative_ms(stderr: str, module: str) -> float:
     raise AssertionError(f"{module} not in -X importtime output:\n{stderr[-2000:]}")
 
 
-def test_firstboot_imports_within_budget() -> None:
-    # Best of three: the machine is shared, and the first run may compile .pyc files.
-    times = []
-    for _ in range(3):
-        done = _python("import lockgate.firstboot", "-X", "importtime")
+LOCKGATE = str(Path(sys.executable).with_name("lockgate"))  # the console script boot runs
+BOOT_IMPORT_BUDGET_MS = 350.0  # measured 140-180 ms on the shared 2-core test machine
+RUNTIME_START_BUDGET_S = 5.0  # process start -> listening; measured 0.45-0.5 s
+
+
+def _imports(stderr: str) -> tuple[float, set[str]]:
+    """(milliseconds spent importing, modules imported) from ``-X importtime`` output.
+
+    The total is the sum of the top-level entries' cumulative times (nested imports are
+    indented and already counted in their parents)."""
+    total_us, names = 0, set()
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        _, cumulative, name = line.split("|")
+        names.add(name.strip())
+        if not name[1:].startswith(" "):
+            total_us += int(cumulative)
+    return total_us / 1000, names
+
+
+def _not_on_a_boot_path(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in HEAVY
+            or m == "lockgate.image" or m.startswith("lockgate.image.")}
+
+
+def test_firstboot_run_as_booted_imports_within_budget(tmp_path: Path) -> None:
+    """The whole ``lockgate firstboot run`` a boot runs, against a NoCloud-style seed."""
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "user-data").write_text("password=Import-Time-1 accept_license=y timezone=UTC")
+    (seed / "meta-data").write_text("instance-id: iid-import-time\nlocal-hostname: it-1\n")
+    results = []
+    for attempt in range(3):  # best of three: the machine is shared
+        root = tmp_path / f"root{attempt}"
+        began = time.monotonic()
+        done = subprocess.run(
+            [LOCKGATE, "firstboot", "run", "--source", f"file:{seed / 'user-data'}",
+             "--root", str(root), "--console", str(tmp_path / "console")],
+            capture_output=True, text=True, timeout=120, cwd="/", check=False,
+            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        wall = time.monotonic() - began
         assert done.returncode == 0, done.stderr[-2000:]
-        times.append(_cumulative_ms(done.stderr, "lockgate.firstboot"))
-    assert min(times) < BUDGET_MS, f"import lockgate.firstboot took {sorted(times)} ms"
+        status = json.loads((root / "run/lockgate/firstboot.json").read_text())
+        assert status["state"] == "configured", status
+        import_ms, modules = _imports(done.stderr)
+        assert "lockgate.firstboot.service" in modules
+        assert not _not_on_a_boot_path(modules), sorted(_not_on_a_boot_path(modules))
+        results.append((import_ms, wall))
+    best_ms = min(ms for ms, _ in results)
+    assert best_ms < BOOT_IMPORT_BUDGET_MS, f"imports of firstboot run: {sorted(results)}"
+
+
+def test_runtime_start_until_listening_within_budget(tmp_path: Path) -> None:
+    """``lockgate runtime serve`` from process start to its serving line (REST + Admin UI
+    listening), with everything it imports on the way, its workers included."""
+    argv = [LOCKGATE, "runtime", "serve", "--state-dir", str(tmp_path), "--workers", "1",
+            "--grace", "1", "--management-host", "127.0.0.1", "--rest-port", "0",
+            "--admin-port", "0"]
+    errors = tmp_path / "stderr"
+    began = time.monotonic()
+    with errors.open("w") as err_file:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                                cwd="/", env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+        serving_after = None
+        try:
+            assert proc.stdout is not None
+            deadline = began + 60
+            for line in proc.stdout:  # ends when serve exits (it prints the line first)
+                if line.startswith("lockgate-runtime: serving"):
+                    serving_after = time.monotonic() - began
+                    break
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    stderr = errors.read_text()
+    assert serving_after is not None, stderr[-2000:]
+    _, modules = _imports(stderr)
+    assert "lockgate.runtime.serve" in modules
+    assert not _not_on_a_boot_path(modules), sorted(_not_on_a_boot_path(modules))
+    assert serving_after < RUNTIME_START_BUDGET_S, f"runtime listening after {serving_after:.2f} s"
 
 
 def test_userdata_parser_imports_within_budget() -> None:
