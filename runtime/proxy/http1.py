@@ -10,6 +10,16 @@ named in ``Connection``) are dropped both ways; request bodies are sent on
 with their own Content-Length or re-chunked; responses keep Content-Length,
 are re-chunked when the node chunks or reads-until-close (HTTP/1.1 clients) or
 end with a close (HTTP/1.0 clients); HEAD, 1xx, 204 and 304 carry no body.
+
+Strictness (request smuggling, docs/runtime-config.md): a request whose end a
+strict parser could place elsewhere is refused, never forwarded -- llhttp's
+own checks (no obs-fold, no bare LF, one plain Content-Length, Content-Length
+with Transfer-Encoding, chunk sizes) plus: Transfer-Encoding other than one
+``chunked`` (501) or on HTTP/1.0, not exactly one Host on HTTP/1.1 (none or
+several on 1.0), a version other than 1.0/1.1, ``Connection`` naming Host or
+Content-Length, an Upgrade request with a body (400), CONNECT (501). After an
+Upgrade request nothing the client sends is released until the node says 101
+(:meth:`RequestReader.start_tunnel`); any other answer ends the connection.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ HEAD: Final = 1  # payload: RequestHead
 BODY: Final = 2  # payload: bytes, already framed for the node
 END: Final = 3  # payload: bytes to send to the node to finish the body (may be b"")
 ERROR: Final = 4  # payload: (status, reason) -> answer and close
-RAW: Final = 5  # payload: bytes after an Upgrade request (tunnel data)
+RAW: Final = 5  # payload: tunnel data, once the node accepted an Upgrade (start_tunnel)
 
 HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -34,8 +44,11 @@ HOP_BY_HOP: Final = frozenset({
 REASONS = {
     400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
     431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }
+# RFC 9110 9.2.2: only these may be sent again after a connection died under them.
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 _ERROR_CACHE: dict[int, bytes] = {}
 
 
@@ -119,11 +132,17 @@ class RequestReader:
 
     Pipelined requests are parsed as they arrive and queue up behind the one
     being served; the caller bounds that queue by pausing the client when
-    ``backlog_bytes`` grows (one request at a time is forwarded).
+    ``events`` or ``held_size`` grows (one request at a time is forwarded).
+
+    Head size: what httptools has handed over (URL pieces, whole header lines)
+    is counted exactly; a line still in httptools' hands is counted by the
+    reads that brought no callback at all, so a head is never counted twice
+    and a trickled line is still stopped (at most one read past the limit).
     """
 
-    __slots__ = ("_failed", "_head", "_head_bytes", "_in_head", "_named", "_parser", "_raw",
-                 "_url", "events", "max_header_bytes", "strip_forwarded_proto")
+    __slots__ = ("_bad_te", "_failed", "_head", "_head_bytes", "_held", "_hosts", "_in_head",
+                 "_named", "_parser", "_raw", "_touched", "_unfinished", "_url", "events",
+                 "max_header_bytes", "strip_forwarded_proto")
 
     def __init__(self, max_header_bytes: int, strip_forwarded_proto: bool = True) -> None:
         self.max_header_bytes = max_header_bytes
@@ -136,26 +155,50 @@ class RequestReader:
         self._in_head = False
         self._named = False
         self._failed = False
-        self._raw = False  # after an Upgrade request: everything is tunnel data
+        self._raw = False  # the node accepted an Upgrade: everything is tunnel data
+        # after an Upgrade request, what the client sent next: nobody's until the node answers
+        self._held: bytearray | None = None
+        self._hosts = 0
+        self._bad_te = False
+        self._touched = False  # a callback ran during this feed()
+        self._unfinished = 0  # bytes of reads that brought no callback (a line in httptools)
 
     @property
     def in_head(self) -> bool:
         """True while a request head is partly received (the request timeout runs)."""
         return self._in_head
 
+    @property
+    def held_size(self) -> int:
+        """Bytes held back after an Upgrade request, waiting for the node's answer."""
+        held = self._held
+        return 0 if held is None else len(held)
+
+    def start_tunnel(self) -> None:
+        """The node answered the Upgrade request with 101: release what was held, as tunnel data."""
+        held = self._held
+        self._held = None
+        self._raw = True
+        if held:
+            self.events.append((RAW, bytes(held)))
+
     def feed(self, data: bytes) -> None:
         if self._raw:
             self.events.append((RAW, data))
             return
+        held = self._held
+        if held is not None:
+            held += data
+            return
         if self._failed:
             return
+        self._touched = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._raw = True
-            rest = data[exc.args[0]:]
-            if rest:
-                self.events.append((RAW, bytes(rest)))
+            # on_headers_complete let only a body-less Upgrade request through (CONNECT is
+            # refused there): what follows is the node's to judge, once it answered.
+            self._held = bytearray(data[exc.args[0]:])
             return
         except httptools.HttpParserCallbackError as exc:
             status = exc.__context__.status if isinstance(exc.__context__, ProtocolError) else 400
@@ -164,10 +207,13 @@ class RequestReader:
         except httptools.HttpParserError:
             self._fail(400)
             return
-        if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
-                self._fail(431)
+        if self._head is not None:  # inside a message: a head, or trailers, may be unfinished
+            if self._touched:
+                self._unfinished = 0
+            else:
+                self._unfinished += len(data)
+                if self._head_bytes + self._unfinished > self.max_header_bytes:
+                    self._fail(431 if self._in_head else 400)
 
     def _fail(self, status: int) -> None:
         self._failed = True
@@ -181,14 +227,27 @@ class RequestReader:
         self._head_bytes = 0
         self._in_head = True
         self._named = False  # Connection named other headers to drop
+        self._hosts = 0
+        self._bad_te = False
+        self._touched = True
+        self._unfinished = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._touched = True
+        self._head_bytes += len(url)
+        if self._head_bytes > self.max_header_bytes:
+            raise ProtocolError(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
         assert head is not None
+        self._touched = True
         self._head_bytes += len(name) + len(value) + 4
+        if not self._in_head:  # a trailer field: counted, bounded, not forwarded
+            if self._head_bytes > self.max_header_bytes:
+                raise ProtocolError(400)
+            return
         if self._head_bytes > self.max_header_bytes:
             raise ProtocolError(431)
         lname = name.lower()
@@ -203,12 +262,18 @@ class RequestReader:
                     head.headers.append((b"\x00connection", value))
                     self._named = True
             elif lname == b"transfer-encoding":
+                # one "chunked" and nothing else: other codings, or a list split over
+                # lines, are read differently by different parsers (TE.TE smuggling)
+                if head.chunked or value.strip(b" \t").lower() != b"chunked":
+                    self._bad_te = True
                 head.chunked = True
             elif lname == b"upgrade":
                 head.upgrade = value
             return
         if lname == b"content-length":
             head.content_length = int(value)
+        elif lname == b"host":
+            self._hosts += 1
         elif lname == b"expect":
             head.expect_continue = value.lower() == b"100-continue"
         elif lname == b"x-forwarded-for":
@@ -221,20 +286,44 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         head = self._head
         assert head is not None
+        parser = self._parser
         self._in_head = False
-        head.method = self._parser.get_method()
+        self._head_bytes = 0  # from here on it counts trailer fields
+        self._touched = True
+        head.method = method = parser.get_method()
         head.target = self._url
-        head.http10 = self._parser.get_http_version() == "1.0"
-        head.keep_alive = head.keep_alive and self._parser.should_keep_alive()
+        version = parser.get_http_version()
+        if version != "1.1":
+            if version != "1.0":
+                raise ProtocolError(505)
+            head.http10 = True
+        if method == b"CONNECT":
+            raise ProtocolError(501)  # a reverse proxy opens no tunnels to where clients say
+        if self._hosts != 1 and (self._hosts or not head.http10):
+            raise ProtocolError(400)  # RFC 9112 3.2: exactly one Host on HTTP/1.1
+        if head.chunked:
+            if self._bad_te:
+                raise ProtocolError(501)  # RFC 9112 6.1: a coding we do not forward
+            if head.http10:
+                raise ProtocolError(400)  # RFC 9112 6.1: framing an HTTP/1.0 peer may misread
+        head.keep_alive = head.keep_alive and parser.should_keep_alive()
         if self._named:
-            _drop_connection_named(head.headers)
-        if head.upgrade is not None and not head.upgrade:
-            head.upgrade = None  # "Connection: upgrade" without an Upgrade header
+            named = _drop_connection_named(head.headers)
+            if b"content-length" in named or b"host" in named:
+                raise ProtocolError(400)
+            if b"x-forwarded-for" in named:
+                head.xff = None  # the client's own, named hop-by-hop: gone; ours is added
+        if parser.should_upgrade():  # what llhttp will pause on: the two must agree
+            if not head.upgrade or head.has_body:
+                raise ProtocolError(400)
+        else:
+            head.upgrade = None  # an Upgrade header without "Connection: upgrade" is ignored
         self.events.append((HEAD, head))
 
     def on_body(self, body: bytes) -> None:
         head = self._head
         assert head is not None
+        self._touched = True
         self.events.append((BODY, chunk(body) if head.chunked else body))
 
     def on_message_complete(self) -> None:
@@ -244,8 +333,11 @@ class RequestReader:
         self._head = None
 
 
-def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> None:
-    """Remove the marker for Connection and every header it names (hop-by-hop)."""
+def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Remove the marker for Connection and every header it names (hop-by-hop); the names.
+
+    Content-Length is never dropped: the body it frames is passed on as it is.
+    """
     named: set[bytes] = set()
     marker = False
     for name, value in headers:
@@ -253,10 +345,15 @@ def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> None:
             marker = True
             named |= _connection_tokens(value)
     if not marker:
-        return
-    named.discard(b"upgrade")  # a 101 answer needs its Upgrade header; elsewhere it is gone already
+        return named
+    keep = named - _NEVER_DROPPED
     headers[:] = [(n, v) for n, v in headers
-                  if n != b"\x00connection" and n.lower() not in named]
+                  if n != b"\x00connection" and n.lower() not in keep]
+    return named
+
+
+# a 101 answer needs its Upgrade header (elsewhere it is gone already); a body its length
+_NEVER_DROPPED: Final = frozenset({b"upgrade", b"content-length"})
 
 
 # ResponseReader event kinds
@@ -289,9 +386,9 @@ class ResponseReader:
     """
 
     __slots__ = ("_client_http10", "_client_keep_alive", "_head_buf", "_head_request",
-                 "_head_start", "_in_head", "_mode", "_parser", "_reset_parser",
-                 "client_keep_alive", "complete", "eof_body", "events", "reusable", "started",
-                 "status")
+                 "_head_start", "_in_head", "_mode", "_parser", "_reset_parser", "_upgrade",
+                 "client_keep_alive", "complete", "eof_body", "events", "received", "reusable",
+                 "started", "status")
 
     def __init__(self) -> None:
         self.events: list[tuple[int, Any]] = []  # a few at most: smaller than a deque
@@ -309,9 +406,14 @@ class ResponseReader:
         self.reusable = False
         self.client_keep_alive = True  # decided when the head is seen
         self.eof_body = False  # body runs until the node closes
+        self.received = False  # any byte at all since expect()
+        self._upgrade = False
         self._reset_parser = False
 
-    def expect(self, head_request: bool, client_http10: bool, client_keep_alive: bool) -> None:
+    def expect(self, head_request: bool, client_http10: bool, client_keep_alive: bool,
+               upgrade: bool = False) -> None:
+        """Get ready for the answer to a request; ``upgrade``: it asked to switch protocols
+        (a 101 to any other request is a 502)."""
         if self._reset_parser:
             self._parser = httptools.HttpResponseParser(self)
             self._reset_parser = False
@@ -326,9 +428,12 @@ class ResponseReader:
         self.complete = False
         self.reusable = False
         self.eof_body = False
+        self.received = False
+        self._upgrade = upgrade
 
     def feed(self, data: bytes) -> None:
         """Raises ProtocolError(502) when the node speaks nonsense."""
+        self.received = True
         if self._in_head:
             buf = self._head_buf
             if not buf:
@@ -366,6 +471,8 @@ class ResponseReader:
         buf = self._head_buf
         start = self._head_start
         end = buf.find(b"\r\n\r\n", start) + 4  # llhttp has seen it: it is there
+        if end - start > MAX_RESPONSE_HEAD:  # however many reads brought it
+            raise ProtocolError(502)
         head = bytes(buf[start:end])  # the whole of a bytes buffer is not copied
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -374,6 +481,8 @@ class ResponseReader:
             return
         self._in_head = False
         self._head_buf = b""
+        if status == 101 and not self._upgrade:
+            raise ProtocolError(502)  # a tunnel nobody asked for
         self.status = status
         self.started = True
         if status == 101:
@@ -389,15 +498,23 @@ class ResponseReader:
                 eol = low.find(b"\r\n", at + 13)
                 head = head[:at] + head[eol:]
                 simple = low.find(b"\r\nconnection:", eol) < 0  # two of them: rebuilt
-        node_chunked = not simple and b"\r\ntransfer-encoding:" in low
-        length = not node_chunked and b"\r\ncontent-length:" in low
+        # RFC 9112 6.3: chunked framing only when chunked is the last coding; any other
+        # Transfer-Encoding means a body that runs until the node closes. Codings other
+        # than chunked (gzip, ...) are the body's and stay named for the client.
+        codings: list[bytes] = [] if simple else _transfer_codings(head)
+        node_chunked = bool(codings) and codings[-1] == b"chunked"
+        te = b"Transfer-Encoding: chunked\r\n"
+        if codings and codings != [b"chunked"]:
+            te = b"Transfer-Encoding: %s\r\n" % b", ".join(
+                [c for c in codings if c != b"chunked"] + [b"chunked"])
+        length = not codings and b"\r\ncontent-length:" in low
         no_body = self._head_request or status in (204, 304)
         keep = self._client_keep_alive
         extra = b""
         if no_body:
             self._mode = 0
-            if node_chunked and not self._client_http10:
-                extra = b"Transfer-Encoding: chunked\r\n"
+            if codings and not self._client_http10:
+                extra = te
         elif length:
             self._mode = 0
         elif self._client_http10:
@@ -405,7 +522,7 @@ class ResponseReader:
             keep = False
         else:
             self._mode = 1
-            extra = b"Transfer-Encoding: chunked\r\n"
+            extra = te
         self.eof_body = not no_body and not node_chunked and not length
         if keep:
             if self._client_http10:
@@ -441,6 +558,15 @@ class ResponseReader:
     def _finish(self, node_keep_alive: bool) -> None:
         self.complete = True
         self.reusable = node_keep_alive and not self.eof_body
+
+
+def _transfer_codings(head: bytes) -> list[bytes]:
+    """The Transfer-Encoding codings of a head, lower-cased, in order, over all its lines."""
+    codings: list[bytes] = []
+    for name, value in _header_lines(head):
+        if name.lower() == b"transfer-encoding":
+            codings += [t.strip(b" \t").lower() for t in value.split(b",") if t.strip(b" \t")]
+    return codings
 
 
 def _header_lines(head: bytes) -> list[tuple[bytes, bytes]]:

@@ -29,6 +29,7 @@ from lockgate.runtime.proxy.http1 import (
     END,
     ERROR,
     HEAD,
+    IDEMPOTENT,
     R_END,
     R_HEAD,
     ProtocolError,
@@ -270,7 +271,7 @@ class HttpClient(asyncio.Protocol):
                     self.ctx.send(backend.transport, payload)
             else:
                 break
-        if len(events) > MAX_QUEUED_EVENTS:
+        if len(events) > MAX_QUEUED_EVENTS or self.reader.held_size > BUFFER_LIMIT:
             self.pause_reading(PAUSE_BACKLOG)
         elif self.paused & PAUSE_BACKLOG:
             self.resume_reading(PAUSE_BACKLOG)
@@ -353,7 +354,10 @@ class HttpClient(asyncio.Protocol):
         self.reused = reused
         backend.client = self
         backend.node.requests += 1
-        backend.reader.expect(head.method == b"HEAD", head.http10, head.keep_alive)
+        # An Upgrade request's client is told to close unless the node says 101: the bytes
+        # it sent after the request were never read as requests (see RequestReader).
+        backend.reader.expect(head.method == b"HEAD", head.http10,
+                              head.keep_alive and not self.upgrading, self.upgrading)
         pending = self.pending
         self.pending = None
         transport = backend.transport
@@ -404,11 +408,18 @@ class HttpClient(asyncio.Protocol):
                 self._write_out(out)
                 self._response_done(backend)
                 return
-            out.append(payload)
-            if kind == R_HEAD and reader.status == 101:
+            if kind == R_HEAD and reader.status == 101:  # (asked for: the reader checked)
+                if not self.request_done:
+                    events.clear()
+                    self._write_out(out)
+                    self._backend_broke(backend)  # switching before the request ended
+                    return
+                out.append(payload)
                 self._write_out(out)
                 out = []
                 self._start_tunnel()
+                continue
+            out.append(payload)
         events.clear()
         self._write_out(out)
 
@@ -421,7 +432,8 @@ class HttpClient(asyncio.Protocol):
 
     def _start_tunnel(self) -> None:
         self.state = TUNNEL
-        self._pump()  # sends tunnel bytes the client sent after its Upgrade request
+        self.reader.start_tunnel()  # releases what the client sent after its Upgrade request
+        self._pump()
 
     def _response_done(self, backend: Backend) -> None:
         reader = backend.reader
@@ -438,7 +450,9 @@ class HttpClient(asyncio.Protocol):
         if backend.write_paused:
             self.resume_reading(PAUSE_BACKEND)
         ctx = self.ctx
-        if reader.reusable and self.request_done and not ctx.stopping and pool.give_idle(node, backend):
+        # After an Upgrade request the node may be waiting to switch: never reused.
+        if (reader.reusable and self.request_done and not self.upgrading and not ctx.stopping
+                and pool.give_idle(node, backend)):
             backend.client = None
             backend.idle_since = ctx.now
         else:
@@ -473,14 +487,16 @@ class HttpClient(asyncio.Protocol):
         node = backend.node
         pool = backend.pool
         started = backend.reader.started
+        received = backend.reader.received
         self.backend = None
         node.connections -= 1
         backend.close()
         head = self.head
-        if (not started and self.reused and not self.retried_reuse and head is not None
-                and not head.has_body and self.state != CLOSED):
-            # A kept-alive connection the node had just closed: not the node's fault;
-            # send the request again on a fresh connection.
+        if (not received and self.reused and not self.retried_reuse and head is not None
+                and not head.has_body and head.method in IDEMPOTENT and self.state != CLOSED):
+            # A kept-alive connection the node closed without a word: most likely closed
+            # for idling just as we sent. Sent again on a fresh connection -- only for an
+            # idempotent request (RFC 9110 9.2.2): the node may have acted on it.
             self.retried_reuse = True
             self.state = CONNECTING
             self.pending = []

@@ -136,13 +136,19 @@ def test_in_head_tracks_a_partial_request() -> None:
     assert not reader.in_head
 
 
-def test_upgrade_request_switches_to_raw_bytes() -> None:
-    events = request_events(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
-                            b"Upgrade: websocket\r\n\r\nhello", b"more")
-    head = events[0][1]
+def test_upgrade_request_holds_what_follows_until_the_node_says_101() -> None:
+    reader = RequestReader(65536)
+    reader.feed(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\nhello")
+    reader.feed(b"more")
+    head = reader.events[0][1]
     assert head.upgrade == b"websocket"
     assert b"Connection: upgrade\r\nUpgrade: websocket\r\n" in head.encode(None, None)
-    assert events[-2:] == [(RAW, b"hello"), (RAW, b"more")]
+    assert [k for k, _ in reader.events] == [HEAD, END]  # nothing released yet
+    assert reader.held_size == 9
+    reader.start_tunnel()
+    reader.feed(b"!")
+    assert reader.events[2:] == [(RAW, b"hellomore"), (RAW, b"!")]
 
 
 # ---- responses ------------------------------------------------------------------------------
@@ -232,8 +238,11 @@ def test_client_close_is_told_in_the_response() -> None:
 
 
 def test_101_switches_to_tunnel() -> None:
-    reader, events = response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                              b"Connection: Upgrade\r\n\r\nframe")
+    reader = ResponseReader()
+    reader.expect(False, False, True, upgrade=True)
+    reader.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\nframe")
+    events = list(reader.events)
     assert reader.status == 101
     assert b"Upgrade: websocket\r\n" in events[0][1] and b"Connection: upgrade\r\n" in events[0][1]
     assert [k for k, _ in events] == [R_HEAD, R_UPGRADE] and events[-1] == (R_UPGRADE, b"frame")
