@@ -3,7 +3,10 @@
 Built from :func:`lockgate.runtime.status.snapshot` and the configuration
 version. A node counts as up (``lockgate_node_up 1``) unless the health checks
 mark it ``dead``; ``lockgate_pool_nodes_alive`` counts nodes in state ``alive``
-(a draining node is up but takes no new connections).
+(a draining node is up but takes no new connections). A virtual server is up
+(``lockgate_virtual_server_up 1``) when every listener it asks for is open in
+every worker; ``lockgate_listeners_failed`` counts those that are not (address
+not on the host, certificate that cannot be loaded, management port...).
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ def render(snapshot: Mapping[str, Any], config_version: int) -> str:
     conns = _Family("lockgate_connections_total", "counter", "Client connections accepted.")
     errors = _Family("lockgate_errors_total", "counter",
                      "Requests or connections that ended in an error.")
+    vs_up = _Family("lockgate_virtual_server_up", "gauge",
+                    "1 when every listener of the virtual server is open; 0 when one is "
+                    "not (see the REST status for why) or it is disabled.")
+    failed = _Family("lockgate_listeners_failed", "gauge",
+                     "Listeners of the virtual server that could not be opened.")
     node_up = _Family("lockgate_node_up", "gauge", "1 unless health checks mark the node dead.")
     node_failures = _Family("lockgate_node_failures_total", "counter",
                             "Failed connections or checks per node.")
@@ -66,6 +74,8 @@ def render(snapshot: Mapping[str, Any], config_version: int) -> str:
         current.add(c.get("connections_current", 0), virtual_server=name)
         conns.add(c.get("connections_total", 0), virtual_server=name)
         errors.add(c.get("errors", 0), virtual_server=name)
+        vs_up.add(1 if c.get("state", "ok") in ("ok", "warning") else 0, virtual_server=name)
+        failed.add(c.get("listeners_failed", 0), virtual_server=name)
     for pool, data in sorted((snapshot.get("pools") or {}).items()):
         count = 0
         for node, n in sorted((data.get("nodes") or {}).items()):
@@ -76,5 +86,6 @@ def render(snapshot: Mapping[str, Any], config_version: int) -> str:
         alive.add(count, pool=pool)
     version.add(config_version)
 
-    families = (requests, nbytes, current, conns, errors, node_up, node_failures, alive, version)
+    families = (requests, nbytes, current, conns, errors, vs_up, failed, node_up, node_failures,
+                alive, version)
     return "\n".join(line for family in families for line in family.lines()) + "\n"

@@ -22,6 +22,7 @@ from lockgate.paths import STATE_DIR
 from lockgate.runtime import core_build
 from lockgate.runtime.config.schema import ConfigError
 from lockgate.runtime.config.store import ConfigStore
+from lockgate.runtime.listen import MANAGEMENT_PORTS, reserved_ports
 from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
 
 log = logging.getLogger("lockgate.runtime.serve")
@@ -60,9 +61,13 @@ def import_config(store: ConfigStore, config_file: Path | None, force: bool = Fa
 
 async def serve(state_dir: Path, workers: int, grace: float, management: dict[str, Any] | None,
                 ) -> None:
-    supervisor = Supervisor(state_dir, workers, grace)
+    # No virtual server may take a management port, whether or not this serve runs the
+    # management plane: it starts after the workers and must always find its ports free.
+    reserved = MANAGEMENT_PORTS if management is None else reserved_ports(
+        management["rest_port"], management["admin_port"])
+    supervisor = Supervisor(state_dir, workers, grace, reserved)
     try:
-        await supervisor.startup()
+        await supervisor.startup(keep_going=management is not None)
     except WorkerStartError as exc:
         raise Failure(str(exc)) from None
     mgmt = None

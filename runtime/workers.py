@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from lockgate.runtime.listen import MANAGEMENT_PORTS
 from lockgate.runtime.status import run_folder
 
 log = logging.getLogger("lockgate.runtime.workers")
@@ -54,16 +55,19 @@ def notify_reload(state_dir: Path) -> bool:
 # ---- the supervisor ------------------------------------------------------------------------
 
 READY_TIMEOUT = 60.0  # workers import, load the store and bind; slow only under emulation
-RESTART_DELAY = 1.0  # after a crash within QUICK_CRASH of starting
+RESTART_DELAY = 1.0  # after a crash within QUICK_CRASH of starting; doubled per quick crash
+MAX_RESTART_DELAY = 30.0  # a worker that keeps crashing costs a start every 30 s at most
 QUICK_CRASH = 5.0
 POLL_INTERVAL = 0.2
 
 
-def start_worker_process(state_dir: Path, slot: int, ready_fd: int | None,
-                         grace: float) -> subprocess.Popen[bytes]:
+def start_worker_process(state_dir: Path, slot: int, ready_fd: int | None, grace: float,
+                         reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS,
+                         ) -> subprocess.Popen[bytes]:
     """The one place worker processes are started (long-lived children, so Popen)."""
     argv = [sys.executable, "-m", "lockgate.runtime.proxy.worker", "--state-dir", str(state_dir),
-            "--slot", str(slot), "--grace", str(grace), "--parent", str(os.getpid())]
+            "--slot", str(slot), "--grace", str(grace), "--parent", str(os.getpid()),
+            "--reserved-ports", ",".join(map(str, reserved_ports))]
     if ready_fd is not None:
         argv += ["--ready-fd", str(ready_fd)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -83,10 +87,13 @@ class Supervisor:
     store anyway.
     """
 
-    def __init__(self, state_dir: Path, workers: int, grace: float = 10.0) -> None:
+    def __init__(self, state_dir: Path, workers: int, grace: float = 10.0,
+                 reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS) -> None:
         self.state_dir = Path(state_dir)
         self.count = workers
         self.grace = grace
+        self.reserved_ports = reserved_ports
+        self.quick_crashes: dict[int, int] = {}  # slot -> crashes in a row soon after start
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.ready: dict[int, int] = {}  # slot -> pid of the worker that said it is ready
@@ -98,7 +105,12 @@ class Supervisor:
         self._buffer = b""
         self._ready_changed = asyncio.Event()
 
-    async def startup(self) -> None:
+    async def startup(self, keep_going: bool = False) -> None:
+        """Start the workers and wait until each says it is ready.
+
+        ``keep_going``: a worker that dies or hangs while starting is logged and left
+        to the restart loop instead of failing the start (``serve`` with a management
+        plane: the REST API and Admin UI are how an operator repairs the cause)."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
         loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
@@ -114,6 +126,12 @@ class Supervisor:
             self._spawn(slot)
         try:
             await self._wait_ready()
+        except WorkerStartError as exc:
+            if not keep_going or self.stop_event.is_set():
+                await self._stop_workers(0.5)
+                self._close_pipe()
+                raise
+            log.error("%s; starting the management plane anyway, workers are restarted", exc)
         except BaseException:
             await self._stop_workers(0.5)
             self._close_pipe()
@@ -152,7 +170,8 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self.ready.pop(slot, None)
-        self.procs[slot] = start_worker_process(self.state_dir, slot, self._ready_w, self.grace)
+        self.procs[slot] = start_worker_process(self.state_dir, slot, self._ready_w, self.grace,
+                                                self.reserved_ports)
         self.started[slot] = time.monotonic()
 
     def forward(self, signum: int) -> None:
@@ -179,10 +198,17 @@ class Supervisor:
                         self.restarts += 1
                     continue
                 if proc.poll() is not None:
-                    quick = now - self.started[slot] < QUICK_CRASH
+                    delay = self._restart_delay(slot, now - self.started[slot] < QUICK_CRASH)
                     log.error("worker %d (pid %d) exited with status %s; restarting%s", slot,
-                              proc.pid, proc.returncode, " in 1 s" if quick else "")
-                    restart_at[slot] = now + (RESTART_DELAY if quick else 0.0)
+                              proc.pid, proc.returncode, f" in {delay:g} s" if delay else "")
+                    restart_at[slot] = now + delay
+
+    def _restart_delay(self, slot: int, quick: bool) -> float:
+        """None after a worker that ran a while; 1, 2, 4 ... 30 s while it keeps crashing."""
+        crashes = self.quick_crashes[slot] = self.quick_crashes.get(slot, 0) + 1 if quick else 0
+        if not crashes:
+            return 0.0
+        return float(min(RESTART_DELAY * 2 ** (crashes - 1), MAX_RESTART_DELAY))
 
     async def shutdown(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -29,6 +29,7 @@ from lockgate.runtime import status
 from lockgate.runtime.config.model import Config, VirtualServer
 from lockgate.runtime.config.store import ConfigStore
 from lockgate.runtime.health import HealthChecker
+from lockgate.runtime.listen import MANAGEMENT_PORTS, ip_literal, traffic_ips
 from lockgate.runtime.pools import PoolRuntime
 from lockgate.runtime.proxy.context import Context, TlsContexts, VsRuntime, VsStats
 from lockgate.runtime.proxy.http_transport import HttpClient
@@ -38,7 +39,11 @@ log = logging.getLogger("lockgate.runtime.worker")
 
 SWEEP_INTERVAL = 0.25
 HOUSEKEEPING_INTERVAL = 1.0
+RETRY_INTERVAL = 5.0  # how often what could not be opened or loaded is tried again
 LISTEN_BACKLOG = 1024
+# Lets a listener bind a traffic IP before it is raised on this host (the kernel's
+# IP_FREEBIND, also honoured by IPv6 sockets); Python names it only from 3.12.
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 
 class ListenerError(Exception):
@@ -107,7 +112,7 @@ def front_context(vs: VsRuntime) -> ssl.SSLContext:
     return front
 
 
-def open_socket(host: str, port: int) -> socket.socket:
+def open_socket(host: str, port: int, freebind: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -116,19 +121,24 @@ def open_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if freebind:
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise ListenerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        shown = f"[{host}]" if ":" in host else host
+        raise ListenerError(f"cannot listen on {shown}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
 class Worker:
-    def __init__(self, state_dir: Path, slot: int) -> None:
+    def __init__(self, state_dir: Path, slot: int,
+                 reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS) -> None:
         self.state_dir = Path(state_dir)
         self.slot = slot
+        self.reserved_ports = frozenset(reserved_ports)  # the management plane's, never ours
         self.store = ConfigStore(self.state_dir)
         self.ctx: Context = None  # type: ignore[assignment,unused-ignore]
         self.health = HealthChecker()
@@ -137,6 +147,11 @@ class Worker:
         self.vservers: dict[str, VsRuntime] = {}
         self.stats: dict[str, VsStats] = {}
         self.listeners: dict[tuple[Any, ...], asyncio.AbstractServer] = {}
+        self.wanted: dict[tuple[Any, ...], VirtualServer] = {}
+        self.freebind: set[str] = set()  # traffic IPs: listened on before they are raised
+        self.problems: dict[str, dict[str, str]] = {}  # virtual server -> {what: reason}
+        self.last_settle = 0.0
+        self._settle_lock = asyncio.Lock()
         self.stop_event = asyncio.Event()
         self.reload_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,7 +165,7 @@ class Worker:
             self.stats.setdefault(name, VsStats()).restore(counters)
         self.stamp = file_stamp(self.store.path)
         config = self.store.load()
-        await self.apply(config, strict=True)
+        await self.apply(config)
         for pool_name, pool in saved.get("pools", {}).items():
             runtime = self.ctx.pools.get(pool_name)
             for node in runtime.nodes if runtime else ():
@@ -204,11 +219,16 @@ class Worker:
                       self.slot, self.version, exc)
             return
         # Applied even when the version is the same: SIGHUP also means "re-read the
-        # certificate files"; unchanged listeners and pools stay as they are.
-        await self.apply(config, strict=False)
+        # certificate files" and "try again what could not be opened"; unchanged
+        # listeners and pools stay as they are.
+        await self.apply(config)
 
-    async def apply(self, config: Config, strict: bool) -> None:
-        """Make ``config`` the running one without dropping connections."""
+    async def apply(self, config: Config) -> None:
+        """Make ``config`` the running one without dropping connections.
+
+        Applied object by object: a listener that cannot be opened or a certificate
+        that cannot be loaded is skipped and reported (log, status), never fatal, so
+        one bad virtual server cannot keep the others from serving."""
         ctx = self.ctx
         old_pools = ctx.pools
         pools = {name: PoolRuntime(cfg, old_pools.get(name)) for name, cfg in config.pools.items()}
@@ -220,13 +240,7 @@ class Worker:
         ctx.pools = pools
         self.health.apply(pools, config.monitors)
 
-        wanted: dict[tuple[Any, ...], VirtualServer] = {}
-        for vs in config.virtual_servers.values():
-            if vs.enabled:
-                for key in listener_keys(vs):
-                    wanted[key] = vs
         vservers: dict[str, VsRuntime] = {}
-        errors = []
         for vs in config.virtual_servers.values():
             runtime = self.vservers.get(vs.name)
             stats = self.stats.setdefault(vs.name, VsStats())
@@ -234,6 +248,40 @@ class Worker:
                 runtime = VsRuntime(vs, stats)
             runtime.config = vs  # connections read it per request: new settings apply at once
             vservers[vs.name] = runtime
+        self.vservers = vservers
+        self.freebind = traffic_ips(g.ipaddresses for g in config.traffic_ip_groups.values()
+                                    if g.enabled)
+        self.wanted = {key: vs for vs in config.virtual_servers.values()
+                       if vs.enabled and vs.port not in self.reserved_ports
+                       for key in listener_keys(vs)}
+        # Open new listeners before closing old ones, so a moved service never has a gap.
+        await self.settle()
+        for key in [k for k in self.listeners if k not in self.wanted]:
+            self.listeners.pop(key).close()
+        self.version = config.version
+        if not self.problems:
+            log.info("worker %d: running config version %d", self.slot, config.version)
+
+    async def settle(self) -> None:
+        """Load changed certificates and open missing listeners; record what fails.
+
+        Called on every apply and, while something is failing, every RETRY_INTERVAL,
+        so a restored certificate or an address added to the host is picked up."""
+        async with self._settle_lock:  # the retry timer and a reload must not both open a listener
+            await self._settle()
+
+    async def _settle(self) -> None:
+        self.last_settle = time.monotonic()
+        problems: dict[str, dict[str, str]] = {}
+        for runtime in self.vservers.values():
+            vs = runtime.config
+            if not vs.enabled:
+                continue
+            found = problems.setdefault(vs.name, {})
+            if vs.port in self.reserved_ports:
+                found["port"] = (f"virtual_servers.{vs.name}.basic.port: {vs.port} is a "
+                                 "management port (REST API, Admin UI, cluster); not listening")
+                continue
             stamp = tls_stamp(vs)
             if stamp is None:
                 runtime.tls, runtime.tls_stamp = None, None
@@ -241,28 +289,44 @@ class Worker:
                 try:
                     runtime.tls, runtime.tls_stamp = load_tls(vs), stamp
                 except ListenerError as exc:
-                    # Keep serving the certificates loaded before, if any.
-                    if strict:
-                        raise
-                    errors.append(str(exc))
-                    log.error("worker %d: %s", self.slot, exc)
-        # Open new listeners before closing old ones, so a moved service never has a gap.
-        for key, vs in wanted.items():
-            if key in self.listeners:
-                continue
-            try:
-                self.listeners[key] = await self._listen(vservers[vs.name], key[1])
-            except ListenerError as exc:
-                if strict:
-                    raise
-                errors.append(str(exc))
-                log.error("worker %d: %s", self.slot, exc)
-        for key in [k for k in self.listeners if k not in wanted]:
-            self.listeners.pop(key).close()
-        self.vservers = vservers
-        self.version = config.version
-        if not errors:
-            log.info("worker %d: running config version %d", self.slot, config.version)
+                    found["ssl"] = str(exc)  # the certificates loaded before, if any, keep serving
+            for key in listener_keys(vs):
+                if key in self.listeners:
+                    continue
+                if vs.ssl_decrypt and runtime.tls is None:
+                    found.setdefault("ssl", f"virtual_servers.{vs.name}: no usable certificate")
+                    continue
+                try:
+                    self.listeners[key] = await self._listen(runtime, key[1])
+                except ListenerError as exc:
+                    found[f"listen {key[1]}"] = f"virtual_servers.{vs.name}: {exc}"
+        problems = {name: found for name, found in problems.items() if found}
+        self._report(problems)
+        self.problems = problems
+
+    def _report(self, problems: dict[str, dict[str, str]]) -> None:
+        """One log line per new or changed problem, one when a virtual server recovers."""
+        for name, found in problems.items():
+            before = self.problems.get(name, {})
+            for what, reason in found.items():
+                if before.get(what) != reason:
+                    log.error("worker %d: %s", self.slot, reason)
+        for name in self.problems:
+            if name not in problems and name in self.vservers:
+                log.warning("worker %d: virtual_servers.%s: problem solved, listening",
+                            self.slot, name)
+
+    def vs_state(self, runtime: VsRuntime) -> dict[str, Any]:
+        """How far the virtual server's configuration is in effect in this worker."""
+        vs = runtime.config
+        if not vs.enabled:
+            return {"state": "disabled", "error": None, "listeners": 0, "listeners_failed": 0}
+        keys = listener_keys(vs)
+        open_count = sum(key in self.listeners for key in keys)
+        found = self.problems.get(vs.name, {})
+        state = "error" if open_count < len(keys) else "warning" if found else "ok"
+        return {"state": state, "error": "; ".join(found.values()) or None,
+                "listeners": open_count, "listeners_failed": len(keys) - open_count}
 
     async def _listen(self, vs: VsRuntime, host: str) -> asyncio.AbstractServer:
         config = vs.config
@@ -273,7 +337,7 @@ class Worker:
                                     "not listening")
             context = front_context(vs)
         vs.proto = b"https" if context is not None else b"http"
-        sock = open_socket(host, config.port)
+        sock = open_socket(host, config.port, freebind=ip_literal(host) in self.freebind)
         ctx = self.ctx
         factory: Any
         if config.protocol == "tcp":
@@ -282,8 +346,13 @@ class Worker:
         else:
             def factory() -> HttpClient:
                 return HttpClient(ctx, vs)
-        return await ctx.loop.create_server(factory, sock=sock, ssl=context,
-                                            backlog=LISTEN_BACKLOG)
+        try:
+            return await ctx.loop.create_server(factory, sock=sock, ssl=context,
+                                                backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise ListenerError(f"cannot listen on {host}:{config.port}: "
+                                f"{exc.strerror or exc}") from None
 
     # ---- housekeeping ---------------------------------------------------------------------
     async def _sweeper(self) -> None:
@@ -296,6 +365,11 @@ class Worker:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             if file_stamp(self.store.path) != self.stamp:
                 self.reload_event.set()
+            elif self.problems and time.monotonic() - self.last_settle >= RETRY_INTERVAL:
+                try:
+                    await self.settle()
+                except Exception:  # a bug: say so, keep serving what is open
+                    log.exception("worker %d: retrying failed listeners failed", self.slot)
             try:
                 self.write_status()
             except OSError as exc:
@@ -306,7 +380,8 @@ class Worker:
     def write_status(self) -> None:
         data = {
             "pid": os.getpid(), "slot": self.slot, "time": time.time(), "version": self.version,
-            "virtual_servers": {name: vs.stats.as_dict() for name, vs in self.vservers.items()},
+            "virtual_servers": {name: {**vs.stats.as_dict(), **self.vs_state(vs)}
+                                for name, vs in self.vservers.items()},
             "pools": {name: pool.status() for name, pool in self.ctx.pools.items()},
         }
         status.write_worker_status(self.state_dir, self.slot, data)
@@ -320,11 +395,12 @@ class Worker:
         return sorted(out)
 
 
-async def run_worker(state_dir: Path, slot: int, ready_fd: int | None, grace: float) -> int:
-    worker = Worker(state_dir, slot)
+async def run_worker(state_dir: Path, slot: int, ready_fd: int | None, grace: float,
+                     reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS) -> int:
+    worker = Worker(state_dir, slot, reserved_ports)
     try:
         await worker.startup()
-    except (ListenerError, ValueError) as exc:
+    except ValueError as exc:  # a damaged store (serve checks it first, so rare)
         sys.stderr.write(f"lockgate worker {slot}: {exc}\n")  # one write: workers share stderr
         sys.stderr.flush()
         return 3
@@ -346,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-fd", type=int)
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--parent", type=int, help="supervisor pid: exit when it is gone")
+    parser.add_argument("--reserved-ports", default=",".join(map(str, MANAGEMENT_PORTS)),
+                        help="comma-separated ports no virtual server may take")
     args = parser.parse_args(argv)
     # Until the loop's handler is installed a reload request must not kill us; the
     # store is read after this, so nothing is missed.
@@ -356,7 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        code = uvloop.run(run_worker(args.state_dir, args.slot, args.ready_fd, args.grace))
+        reserved = tuple(int(p) for p in args.reserved_ports.split(",") if p)
+        code = uvloop.run(run_worker(args.state_dir, args.slot, args.ready_fd, args.grace,
+                                     reserved))
         sys.exit(code)
 
 

@@ -69,6 +69,21 @@ def test_required_metrics_and_values() -> None:
     assert value(families, "lockgate_node_up", pool="app", node="[::1]:80") == 1
     assert value(families, "lockgate_pool_nodes_alive", pool="app") == 1
     assert value(families, "lockgate_config_version") == 42
+    assert value(families, "lockgate_virtual_server_up", virtual_server="web") == 1
+    assert value(families, "lockgate_listeners_failed", virtual_server="web") == 0
+
+
+def test_a_virtual_server_that_cannot_listen_is_down_with_its_failed_listeners() -> None:
+    snap = {"virtual_servers": {
+        "bad": {"requests": 0, "state": "error", "listeners": 1, "listeners_failed": 2,
+                "error": "virtual_servers.bad: cannot listen on 192.0.2.1:80: Cannot assign"},
+        "renewing": {"state": "warning", "listeners": 1, "listeners_failed": 0},
+        "off": {"state": "disabled", "listeners": 0, "listeners_failed": 0}}, "pools": {}}
+    families = parse(render(snap, 3))
+    assert value(families, "lockgate_virtual_server_up", virtual_server="bad") == 0
+    assert value(families, "lockgate_listeners_failed", virtual_server="bad") == 2
+    assert value(families, "lockgate_virtual_server_up", virtual_server="renewing") == 1
+    assert value(families, "lockgate_virtual_server_up", virtual_server="off") == 0
 
 
 def test_empty_snapshot_still_has_version() -> None:
