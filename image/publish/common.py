@@ -121,7 +121,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def _short(value: Any) -> str:
     text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 @dataclass
@@ -198,6 +198,8 @@ class Summary:
         return self.zero_blocks / self.blocks if self.blocks else 0.0
 
     def line(self) -> str:
+        if not self.sent and not self.blocks:  # a step the cloud did (an import, an operation)
+            return f"{self.label}: done in {self.seconds:.1f} s"
         text = (f"{self.label}: sent {self.sent / MiB:.1f} MiB of {self.total / MiB:.1f} MiB "
                 f"in {self.seconds:.1f} s ({self.mib_s:.1f} MiB/s)")
         if self.blocks:
