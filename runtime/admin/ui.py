@@ -24,7 +24,7 @@ from lockgate.runtime.admin.sessions import (
     set_cookie,
 )
 from lockgate.runtime.api.auth import Authenticator, Outcome
-from lockgate.runtime.api.http import Request, Response
+from lockgate.runtime.api.http import Request, Response, mark_authenticated
 from lockgate.runtime.config.store import ConfigStore
 
 HTML = "text/html; charset=utf-8"
@@ -91,6 +91,7 @@ class AdminUi:
             session = None
         if session is None:
             return _redirect("/login")
+        mark_authenticated()  # a live session: this connection keeps its slot under a flood
         return await self._status(session)
 
     # ---- login ---------------------------------------------------------------------------

@@ -13,12 +13,19 @@ line. Both servers share one certificate (``StatePaths.tls``, generated on
 first start) and one login limiter, so failures on either port count together.
 Configuration changes go through :class:`ConfigStore`, whose file the workers
 watch; nothing else needs notifying.
+
+Both servers apply the same :class:`~lockgate.runtime.api.http.Limits`: the
+defaults, or ``config/management.json`` in the state dir (read at start; a
+bad entry is logged and its default kept -- the management plane must come up,
+it is how a bad setting gets fixed).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import json
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +33,7 @@ from pathlib import Path
 from lockgate.paths import StatePaths
 from lockgate.runtime import status
 from lockgate.runtime.api.auth import Authenticator, FailureLimiter
-from lockgate.runtime.api.http import HttpServer
+from lockgate.runtime.api.http import HttpServer, Limits
 from lockgate.runtime.api.openapi import document
 from lockgate.runtime.api.routes import RestApi
 from lockgate.runtime.config.store import ConfigStore
@@ -34,6 +41,28 @@ from lockgate.runtime.tls import Certificate, ensure_certificate, primary_addres
 
 REST_PORT = 9070
 ADMIN_PORT = 9090
+LIMITS_FILE = "management.json"  # in StatePaths(state_dir).config
+
+log = logging.getLogger(__name__)
+
+
+def load_limits(state_dir: Path) -> Limits:
+    """The management servers' limits: defaults, overridden by ``config/management.json``."""
+    path = StatePaths(state_dir).config / LIMITS_FILE
+    try:
+        given = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Limits()
+    except (OSError, ValueError) as exc:
+        log.error("%s: unreadable (%s); using the default limits", path, exc)
+        return Limits()
+    if not isinstance(given, dict):
+        log.error("%s: expected a JSON object; using the default limits", path)
+        return Limits()
+    limits, problems = Limits.from_mapping(given)
+    for problem in problems:
+        log.error("%s: %s; its default is kept", path, problem)
+    return limits
 
 
 @dataclass
@@ -71,11 +100,13 @@ class Management:
 
 async def start_management(state_dir: Path, host: str = "", rest_port: int = REST_PORT,
                            admin_port: int = ADMIN_PORT, *,
-                           login_limits: FailureLimiter | None = None) -> Management:
+                           login_limits: FailureLimiter | None = None,
+                           limits: Limits | None = None) -> Management:
     """Start both HTTPS servers (port 0 picks a free one: see ``.rest.port``).
 
     ``login_limits`` replaces the default failed-login limiter (5 failures in
-    60 s lock a client address out for 60 s).
+    60 s lock a client address out for 60 s); ``limits`` the connection limits
+    (default: :func:`load_limits`).
     """
     from lockgate.runtime.admin import AdminUi  # admin imports api: import here
 
@@ -86,8 +117,10 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     auth = Authenticator(StatePaths(state_dir).users, login_limits)
     store = ConfigStore(state_dir)
     snapshot = functools.partial(status.snapshot, state_dir)
-    rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context)
-    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint), context)
+    limits = limits or load_limits(state_dir)
+    rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context, limits=limits)
+    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint), context,
+                       limits=limits)
     await rest.start(host, rest_port)
     try:
         await admin.start(host, admin_port)

@@ -8,7 +8,8 @@ per-process random key -- never the password itself), so a script making many
 calls stays fast. Failed checks are counted per client IP: after
 ``max_failures`` within ``window`` seconds that IP gets 429 for ``lockout``
 seconds, whatever it sends. Other clients are not affected, and a success
-neither counts nor is slowed down.
+neither counts nor is slowed down. A success also marks the connection it came
+on as authenticated, so the server's connection caps never evict it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from lockgate.files import file_stamp
 from lockgate.passwords import hash_password, verify_password
+from lockgate.runtime.api.http import mark_authenticated
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,7 @@ class Authenticator:
         cached = self._cache.get(key)
         now = self.clock()
         if cached and cached[0] > now:
+            mark_authenticated()
             return Verdict(Outcome.OK, user)
         entry = users.get(user)
         stored = entry.get("hash") if entry else None
@@ -187,6 +190,7 @@ class Authenticator:
             if len(self._cache) > 1000:
                 self._cache.clear()
             self._cache[key] = (now + self.cache_ttl, user)
+            mark_authenticated()
             return Verdict(Outcome.OK, user)
         self.limiter.record_failure(client)
         # Counted, then re-checked: the failure that reaches the limit is answered 429.

@@ -3,24 +3,41 @@
 It runs on the proxy's own event loop, so it must never block: a handler is an
 ``async`` function from :class:`Request` to :class:`Response`, and anything slow
 (password hashing, file writes) is pushed to a thread by the handler. Requests
-on one connection are answered in order; reading pauses while requests are
-queued (flow control instead of unbounded buffers). Bodies over ``max_body``
-get 413 before they are read, malformed requests 400, and every answer is
-logged as one line on ``lockgate.runtime.access`` -- method, path (without the
-query), status, size, time: never headers, cookies or bodies.
+on one connection are answered in order. Bodies over ``max_body`` get 413
+before they are read, malformed requests 400, and every answer is logged as one
+line on ``lockgate.runtime.access`` -- method, path (without the query),
+status, size, time: never headers, cookies or bodies.
+
+Under abuse (see :class:`Limits`, docs/rest-api.md "Limits under abuse"):
+
+- a request head must arrive whole within ``header_timeout`` of its first byte
+  (for a new connection: of the TCP accept, so the TLS handshake counts), and a
+  body within ``body_timeout`` of its head; the clock is never restarted by a
+  byte, so dribbling does not hold a connection;
+- connections are capped per client address and in total; at either cap the
+  oldest connection that has not authenticated is closed to make room, and
+  a connection that has (:func:`mark_authenticated`) is never evicted, so slow
+  or idle strangers cannot lock an administrator out;
+- reading stops while requests are queued or while the transport's write
+  buffer is above ``write_buffer_high`` (a client that pipelines and never
+  reads), and bytes are parsed a slice at a time, so what one connection costs
+  is bounded whatever it sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
+import ipaddress
 import json
 import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -32,9 +49,41 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # 1 MiB: far above any configuration document
 MAX_HEADER_BYTES = 32 * 1024
-MAX_QUEUED = 8  # pipelined requests buffered before reading pauses
-IDLE_TIMEOUT = 60.0  # seconds a connection may sit idle (or dribble a request)
-MAX_CONNECTIONS = 512  # per server: management traffic is a few clients
+LINGER = 2.0  # seconds a refused request's remaining bytes are read and dropped
+FEED_SLICE = 4096  # bytes handed to the parser at once: bounds the requests one read makes
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one management server allows a client; defaults suit an appliance."""
+
+    header_timeout: float = 10.0  # accept (TLS included) or first byte -> whole request head
+    body_timeout: float = 30.0  # end of the head -> whole body
+    idle_timeout: float = 60.0  # between requests; also a write that does not drain
+    max_connections: int = 256  # per server
+    max_connections_per_ip: int = 16  # per client IPv4 address or IPv6 /64
+    max_queued: int = 8  # pipelined requests parsed ahead of the answers
+    write_buffer_high: int = 64 * 1024  # stop taking requests above this much unsent
+    max_body: int = MAX_BODY
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+    @classmethod
+    def from_mapping(cls, given: Mapping[str, Any]) -> tuple[Limits, list[str]]:
+        """Limits from a JSON object; unknown keys and bad values are named and skipped."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for key, value in given.items():
+            default = getattr(cls, key, None) if key in known else None
+            if default is None:
+                problems.append(f"{key}: unknown limit (known: {', '.join(known)})")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or value <= 0 or (isinstance(default, int) and value != int(value)):
+                kind = "a positive integer" if isinstance(default, int) else "a positive number"
+                problems.append(f"{key}: expected {kind}, got {value!r}")
+            else:
+                values[key] = type(default)(value)
+        return replace(cls(), **values), problems
 
 
 @dataclass
@@ -73,6 +122,33 @@ class Response:
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+# The connection whose request the running handler serves (set in its worker task).
+_serving: contextvars.ContextVar[_Connection | None] = contextvars.ContextVar(
+    "lockgate_mgmt_connection", default=None)
+
+
+def mark_authenticated() -> None:
+    """Say that the request being handled proved who it is (a password, a session).
+
+    Its connection then keeps its slot when the server is full: the caps evict
+    only connections that never authenticated."""
+    conn = _serving.get()
+    if conn is not None:
+        conn.authenticated = True
+
+
+def client_key(address: str) -> str:
+    """What the per-IP cap counts: the IPv4 address, or the IPv6 /64 (one host's share)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
 
 class _Reject(Exception):
     """Stop parsing and answer with ``response`` (then close)."""
@@ -84,14 +160,35 @@ class _Reject(Exception):
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client = "-"
+        self.key = "-"
+        self.accepted = time.monotonic()
+        self.authenticated = False
         self.queue: deque[Request | Response] = deque()
+        self.pending = bytearray()  # received, not yet parsed (reading is paused meanwhile)
         self.wakeup = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
         self.worker: asyncio.Task[None] | None = None
+        self.tls: ssl.SSLObject | None = None
+        self.tls_in = ssl.MemoryBIO()
+        self.tls_out = ssl.MemoryBIO()
+        self.tls_ready = server.ssl_context is None
         self.closing = False
-        self.idle: asyncio.TimerHandle | None = None
+        self.gone = False
+        self.linger_until: float | None = None
+        self.busy = False  # the handler is working on a request
+        self.reading_paused = False
+        self.write_paused_since: float | None = None
+        self.awaiting_head = True  # from accept until the first head, then per request
+        self.in_message = False
+        self.head_started = self.accepted
+        self.body_started = 0.0
+        self.idle_since = self.accepted
+        self.timer: asyncio.TimerHandle | None = None
         self._reset_message()
 
     # -- asyncio.Protocol
@@ -100,41 +197,169 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "-"
-        if len(self.server.connections) >= self.server.max_connections:
-            # Full: refuse at once rather than let a flood starve the proxy's loop.
-            log.warning("%s: %d connections open; refusing %s", self.server.name,
-                        len(self.server.connections), self.client)
-            self.closing = True
+        self.key = client_key(self.client)
+        if not self.server.admit(self):
+            self.closing = self.gone = True
             self.transport.abort()
             return
-        self.server.connections.add(self)
+        if self.server.ssl_context is not None:
+            # TLS runs here over memory BIOs rather than in the loop's SSL transport: the
+            # header deadline and the caps then cover the handshake, the raw transport's
+            # write buffer is the only one (flow control sees every byte), and no loop's
+            # quirks about reading before the handshake matter.
+            self.tls = self.server.ssl_context.wrap_bio(self.tls_in, self.tls_out,
+                                                        server_side=True)
+        self.transport.set_write_buffer_limits(high=self.limits.write_buffer_high)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
-        self._touch()
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        self.server.connections.discard(self)
-        if self.idle:
-            self.idle.cancel()
+        if self.gone and self not in self.server.connections:
+            return
+        self.closing = self.gone = True
+        self.server.forget(self)
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        self.drained.set()
         self.wakeup.set()
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers: take no more requests until it does.
+        self.write_paused_since = time.monotonic()
+        self.drained.clear()
+        self._pause_reading()
+        self._arm()
+
+    def resume_writing(self) -> None:
+        self.write_paused_since = None
+        self.drained.set()
+        self._feed()
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return  # includes lingering: what a refused client still sends is dropped
+        if self.tls is None:
+            self.pending += data
+        elif not self._decrypt(data):
             return
-        self._touch()
+        self._feed()
+
+    def _decrypt(self, data: bytes) -> bool:
+        """TLS records in, plaintext onto ``pending``; False when the connection is done."""
+        assert self.tls is not None and self.transport is not None
+        self.tls_in.write(data)
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._stop_reading(Response.error(400, "http.upgrade", "protocol upgrades are not supported"))
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            response = cause.response if isinstance(cause, _Reject) else Response.error(
-                400, "http.bad_request", "malformed request")
-            self._stop_reading(response)
-        except httptools.HttpParserError:
-            self._stop_reading(Response.error(400, "http.bad_request", "malformed HTTP request"))
-        if len(self.queue) >= MAX_QUEUED and self.transport:
-            self.transport.pause_reading()
+            if not self.tls_ready:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    return self._flush_tls()
+                self.tls_ready = True
+                self._arm()
+            while True:
+                try:
+                    chunk = self.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    break
+                self.pending += chunk
+        except ssl.SSLZeroReturnError:  # the client's close_notify: answer what is queued
+            self.closing = True
+            self.wakeup.set()
+        except ssl.SSLError as exc:
+            log.debug("%s: TLS with %s failed: %s", self.server.name, self.client, exc)
+            self.closing = self.gone = True
+            self._flush_tls()  # the alert, if any
+            self.transport.abort()
+            self.connection_lost(None)
+            return False
+        return self._flush_tls()
+
+    def _flush_tls(self) -> bool:
+        if self.tls_out.pending and self.transport is not None:
+            self.transport.write(self.tls_out.read())
+        return True
+
+    def _send(self, payload: bytes) -> None:
+        assert self.transport is not None
+        if self.tls is None:
+            self.transport.write(payload)
+            return
+        self.tls.write(payload)
+        self._flush_tls()
+
+    def _close(self, linger: bool = False) -> None:
+        """Close after what is written (with a TLS close_notify when TLS is up).
+
+        ``linger``: the client may still be sending (a refused body): half-close
+        and drop what it sends for up to LINGER seconds, so it can finish
+        sending and read the answer instead of meeting a reset."""
+        assert self.transport is not None
+        self.closing = True
+        if self.transport.is_closing():
+            return
+        if self.tls is not None and self.tls_ready:
+            # The client's close_notify is not awaited: nothing more is decrypted.
+            with contextlib.suppress(ssl.SSLError):
+                self.tls.unwrap()
+            self._flush_tls()
+        if linger and self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.pending.clear()
+            self.linger_until = time.monotonic() + min(LINGER, self.limits.idle_timeout)
+            self.reading_paused = False
+            self.transport.resume_reading()
+            self._arm()
+            return
+        self.transport.close()
+
+    # -- parsing, a slice at a time, while there is room for more requests
+    def _blocked(self) -> bool:
+        return (self.closing or len(self.queue) >= self.limits.max_queued
+                or self.write_paused_since is not None)
+
+    def _feed(self) -> None:
+        while self.pending and not self._blocked():
+            chunk = bytes(self.pending[:FEED_SLICE])
+            del self.pending[:FEED_SLICE]
+            try:
+                self.parser.feed_data(chunk)
+            except httptools.HttpParserUpgrade:
+                self._stop_reading(Response.error(400, "http.upgrade",
+                                                  "protocol upgrades are not supported"))
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                response = cause.response if isinstance(cause, _Reject) else Response.error(
+                    400, "http.bad_request", "malformed request")
+                self._stop_reading(response)
+            except httptools.HttpParserError:
+                self._stop_reading(Response.error(400, "http.bad_request",
+                                                  "malformed HTTP request"))
+        if self.pending or self._blocked():
+            self._pause_reading()
+        else:
+            self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            if self.transport and not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.transport and not self.transport.is_closing():
+                self.transport.resume_reading()
+            if self.in_message:
+                # Time spent waiting on us is not the client's: its deadline starts over.
+                now = time.monotonic()
+                self.head_started = now if self.awaiting_head else self.head_started
+                self.body_started = now
+            self._arm()
 
     # -- httptools callbacks
     def _reset_message(self) -> None:
@@ -145,6 +370,11 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset_message()
+        self.in_message = True
+        if not self.awaiting_head:  # the first request's clock started at accept
+            self.awaiting_head = True
+            self.head_started = time.monotonic()
+        self._arm()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -157,18 +387,22 @@ class _Connection(asyncio.Protocol):
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
     def on_headers_complete(self) -> None:
+        self.awaiting_head = False
+        self.body_started = time.monotonic()
+        self._arm()
         length = self.headers.get("content-length", "0")
-        if length.isdigit() and int(length) > self.server.max_body:
-            raise _Reject(_too_large(self.server.max_body))
+        if length.isdigit() and int(length) > self.limits.max_body:
+            raise _Reject(_too_large(self.limits.max_body))
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body += body
-        if len(self.body) > self.server.max_body:
-            raise _Reject(_too_large(self.server.max_body))
+        if len(self.body) > self.limits.max_body:
+            raise _Reject(_too_large(self.limits.max_body))
 
     def on_message_complete(self) -> None:
+        self.in_message = False
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError as exc:
@@ -185,47 +419,110 @@ class _Connection(asyncio.Protocol):
             request.headers["connection"] = "close"
         self.queue.append(request)
         self.wakeup.set()
+        self._arm()
 
     # -- internals
     def _count(self, n: int) -> None:
         self.header_bytes += n
-        if self.header_bytes > MAX_HEADER_BYTES:
+        if self.header_bytes > self.limits.max_header_bytes:
             raise _Reject(Response.error(431, "http.headers_too_large", "request headers too large"))
 
-    def _touch(self) -> None:
-        if self.idle:
-            self.idle.cancel()
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.server.idle_timeout, self._on_idle)
+    def _deadline(self) -> tuple[float, str] | None:
+        """When this connection is next due to be cut, and why; None while we owe it."""
+        if self.linger_until is not None:
+            return self.linger_until, "linger"
+        if self.closing:
+            return None
+        lim = self.limits
+        if not self.tls_ready:
+            return self.accepted + lim.header_timeout, "handshake"
+        if self.write_paused_since is not None:
+            return self.write_paused_since + lim.idle_timeout, "write"
+        if self.busy or self.queue or self.reading_paused:
+            return None  # the server is working or waiting on itself
+        if self.awaiting_head:
+            return self.head_started + lim.header_timeout, "head"
+        if self.in_message:
+            return self.body_started + lim.body_timeout, "body"
+        return self.idle_since + lim.idle_timeout, "idle"
 
-    def _on_idle(self) -> None:
-        if self.transport and not self.queue:
+    def _arm(self) -> None:
+        due = self._deadline()
+        if due is None:
+            if self.timer:
+                self.timer.cancel()
+                self.timer = None
+            return
+        when = due[0]
+        if self.timer and abs(self.timer.when() - when) < 0.01:
+            return
+        if self.timer:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_at(loop.time() + max(0.0, when - time.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        due = self._deadline()
+        if due is None or self.transport is None:
+            return
+        when, why = due
+        if time.monotonic() + 0.001 < when:
+            self._arm()
+            return
+        if why == "linger":
+            self.linger_until = None
             self.transport.close()
+            return
+        self.server.count_timeout(why)
+        if why in ("head", "body") and self.in_message:
+            log.info("%s: %s sent no whole request %s in time; 408", self.server.name,
+                     self.client, "head" if why == "head" else "body")
+            self.pending.clear()
+            self._stop_reading(Response.error(408, "http.request_timeout",
+                                              "request not received in time"))
+            return
+        self.closing = True
+        if why in ("handshake", "write"):
+            self.transport.abort()  # nothing can be said to this client
+        else:
+            self._close()
 
     def _stop_reading(self, response: Response) -> None:
         self.closing = True
-        if self.transport:
-            self.transport.pause_reading()
+        self._pause_reading()
         self.queue.append(response)
         self.wakeup.set()
 
+    def evict(self) -> None:
+        """Close at once to make room for another client (never an authenticated one)."""
+        self.closing = True
+        if self.transport:
+            self.transport.abort()
+        self.connection_lost(None)
+
     async def _serve(self) -> None:
+        _serving.set(self)
         while True:
             while not self.queue:
-                if self.transport is None or self.transport.is_closing():
+                if self.gone or self.transport is None:
                     return
-                if self.closing and self.transport:
-                    self.transport.close()
+                if self.closing:
+                    self._close()
                     return
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            while self.write_paused_since is not None and not self.gone:
+                await self.drained.wait()
             item = self.queue.popleft()
-            if self.transport is None or self.transport.is_closing():
+            if self.gone or self.transport is None or self.transport.is_closing():
                 return
             if isinstance(item, Response):  # a protocol error: answer and close
-                self._write(None, item, time.monotonic(), close=True)
+                self._write(None, item, time.monotonic(), close=True, linger=True)
                 return
             started = time.monotonic()
+            self.busy = True
+            self._arm()
             try:
                 response = await self.server.handler(item)
             except asyncio.CancelledError:
@@ -234,16 +531,20 @@ class _Connection(asyncio.Protocol):
                 # Logged without the request (it may carry credentials).
                 log.exception("%s: %s %s failed", self.server.name, item.method, item.raw_path)
                 response = Response.error(500, "internal", "internal error; see the journal")
+            finally:
+                self.busy = False
+            if self.gone or self.transport.is_closing():
+                return
             close = item.headers.get("connection", "").lower() == "close"
             self._write(item, response, started, close=close)
             if close:
                 return
-            self._touch()
-            if len(self.queue) < MAX_QUEUED and not self.closing and self.transport:
-                self.transport.resume_reading()
+            self.idle_since = time.monotonic()
+            self._feed()
+            self._arm()
 
     def _write(self, request: Request | None, response: Response, started: float,
-               close: bool) -> None:
+               close: bool, linger: bool = False) -> None:
         assert self.transport is not None
         reason = _reason(response.status)
         head = [f"HTTP/1.1 {response.status} {reason}",
@@ -265,9 +566,9 @@ class _Connection(asyncio.Protocol):
         path = _printable(request.raw_path) if request else "-"
         access_log.info("%s %s %s %s %d %d %.1fms", self.server.name, self.client, method, path,
                         response.status, len(response.body), (time.monotonic() - started) * 1000)
-        self.transport.write(payload)
+        self._send(payload)
         if close:
-            self.transport.close()
+            self._close(linger)
 
 
 def _too_large(limit: int) -> Response:
@@ -289,22 +590,70 @@ class HttpServer:
     """One listening HTTPS server; ``await start()``, ``await close()``."""
 
     def __init__(self, name: str, handler: Handler, ssl_context: ssl.SSLContext | None, *,
-                 max_body: int = MAX_BODY, idle_timeout: float = IDLE_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 limits: Limits | None = None) -> None:
         self.name = name
         self.handler = handler
         self.ssl_context = ssl_context
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.connections: set[_Connection] = set()
+        self.limits = limits or Limits()
+        # Both in accept order (dicts keep it): eviction looks for the oldest first.
+        self.connections: dict[_Connection, None] = {}
+        self.by_client: dict[str, dict[_Connection, None]] = {}
+        self.counters = {"evicted": 0, "refused": 0, "timeout_handshake": 0, "timeout_head": 0,
+                         "timeout_body": 0, "timeout_idle": 0, "timeout_write": 0}
+        self._last_warning = 0.0
         self._server: asyncio.Server | None = None
+
+    def admit(self, conn: _Connection) -> bool:
+        """Make room for ``conn`` (evicting strangers) or say no; registers it on yes."""
+        limits = self.limits
+        same = self.by_client.get(conn.key, {})
+        if len(same) >= limits.max_connections_per_ip and not self._evict_from(same, conn):
+            return False
+        if len(self.connections) >= limits.max_connections \
+                and not self._evict_from(self.connections, conn):
+            return False
+        self.connections[conn] = None
+        self.by_client.setdefault(conn.key, {})[conn] = None
+        return True
+
+    def _evict_from(self, group: Mapping[_Connection, None], newcomer: _Connection) -> bool:
+        for victim in group:  # oldest first
+            if not victim.authenticated:
+                self.counters["evicted"] += 1
+                self._warn(f"{len(self.connections)} connections open ({len(group)} in the "
+                           f"group that is full); closed the oldest unauthenticated one, "
+                           f"from {victim.client}, for {newcomer.client}")
+                victim.evict()
+                return True
+        self.counters["refused"] += 1
+        self._warn(f"{len(group)} authenticated connections fill the cap; refused "
+                   f"{newcomer.client}")
+        return False
+
+    def _warn(self, text: str) -> None:
+        # Under a flood this would be a line per connection: one every 10 s says enough.
+        now = time.monotonic()
+        if now - self._last_warning >= 10.0:
+            self._last_warning = now
+            log.warning("%s: %s (evicted %d, refused %d so far)", self.name, text,
+                        self.counters["evicted"], self.counters["refused"])
+
+    def forget(self, conn: _Connection) -> None:
+        self.connections.pop(conn, None)
+        same = self.by_client.get(conn.key)
+        if same is not None:
+            same.pop(conn, None)
+            if not same:
+                del self.by_client[conn.key]
+
+    def count_timeout(self, why: str) -> None:
+        self.counters[f"timeout_{why}"] += 1
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
+        # Plain TCP here: each connection starts TLS itself (see _Connection.connection_made).
         self._server = await loop.create_server(
-            lambda: _Connection(self), host or None, port, ssl=self.ssl_context,
-            reuse_address=True, backlog=256, ssl_handshake_timeout=10.0)
+            lambda: _Connection(self), host or None, port, reuse_address=True, backlog=256)
 
     @property
     def port(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -328,13 +329,16 @@ def test_head_has_no_body(server: Running) -> None:
 
 
 def test_connections_over_the_cap_are_refused(server: Running) -> None:
-    server.mgmt.rest.max_connections = 2
+    # Full of authenticated connections: a newcomer is refused (strangers would be
+    # evicted instead: tests/integration/test_mgmt_abuse.py).
+    server.mgmt.rest.limits = dataclasses.replace(server.mgmt.rest.limits, max_connections=2)
     held = [_raw(server) for _ in range(2)]
     try:
-        # Make sure both are registered before the third arrives.
+        # Make sure both are registered (and authenticated) before the third arrives.
         for sock in held:
-            sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _read_all(sock, b"HTTP/1.1 401", 1)
+            sock.sendall(f"GET {CONFIG}/pools HTTP/1.1\r\nHost: x\r\n"
+                         f"Authorization: {basic('admin', PASSWORD)}\r\n\r\n".encode())
+            assert _read_all(sock, b"HTTP/1.1 200", 1)
         refused = socket.create_connection(("127.0.0.1", server.rest_port), timeout=10)
         with pytest.raises(OSError), server.context.wrap_socket(refused) as tls:
             tls.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -25,6 +25,7 @@ from lockgate.passwords import hash_password
 from lockgate.paths import StatePaths
 from lockgate.runtime.api import Management, start_management
 from lockgate.runtime.api.auth import FailureLimiter
+from lockgate.runtime.api.http import Limits
 
 PASSWORD = "correct horse battery"
 
@@ -98,14 +99,16 @@ def pinned_context(cert_path: Path) -> ssl.SSLContext:
 
 
 @contextmanager
-def running(state_dir: Path, limiter: FailureLimiter | None = None) -> Iterator[Running]:
+def running(state_dir: Path, limiter: FailureLimiter | None = None,
+            limits: Limits | None = None) -> Iterator[Running]:
     """Start REST + Admin on free loopback ports in a thread; stop them on exit."""
     loop = uvloop.new_event_loop()  # as in ``lockgate runtime serve``
     thread = threading.Thread(target=loop.run_forever, name="mgmt-loop", daemon=True)
     thread.start()
     try:
         future = asyncio.run_coroutine_threadsafe(
-            start_management(state_dir, "127.0.0.1", 0, 0, login_limits=limiter), loop)
+            start_management(state_dir, "127.0.0.1", 0, 0, login_limits=limiter,
+                             limits=limits), loop)
         mgmt = future.result(timeout=30)
         try:
             yield Running(mgmt, state_dir, pinned_context(mgmt.certificate.cert_path))
