@@ -98,6 +98,8 @@ def aws(manifest_path: Path, dry_run: bool, region: str | None, name: str | None
               help="Compute API endpoint (default: Google's; for tests and private endpoints).")
 @click.option("--storage-endpoint", default=None,
               help="Cloud Storage endpoint (default: Google's or STORAGE_EMULATOR_HOST).")
+@click.option("--sev-capable", is_flag=True,
+              help="Claim the SEV_CAPABLE guest OS feature (UEFI images only).")
 def gce(manifest_path: Path, dry_run: bool, **options: Any) -> None:
     """Create a GCE image from the oldgnu tar.gz uploaded to a bucket."""
     _run("gce", manifest_path, dry_run, **options)
