@@ -21,8 +21,11 @@ from pathlib import Path
 
 from lockgate.proc import run
 
-# Characters GRUB would misread inside a quoted word or a menu entry line.
-GRUB_UNSAFE = frozenset('"\n\\$;{}')
+# The slot entries and the environment block are written on the appliance too
+# (upgrades), which has no lockgate.image: one implementation, in the runtime.
+from lockgate.runtime.system.boot import GRUB_UNSAFE, encode_env, slot_entry
+
+__all__ = ["GRUB_UNSAFE", "bios_setup", "early_config", "grubenv", "make_image", "slot_entry"]
 
 SECTOR = 512
 BOOT_CODE_END = 440  # after this: disk signature, partition table, 0x55AA
@@ -33,7 +36,7 @@ BLOCKLIST_START_OFFSET = SECTOR - 12  # struct { u64 start; u16 len; u16 segment
 COMMON_MODULES = ("part_gpt", "part_msdos", "fat", "ext2", "normal", "configfile", "search",
                   "search_fs_uuid", "search_fs_file", "search_label", "linux", "echo", "test",
                   "loadenv", "serial", "terminal", "cat", "ls", "halt", "reboot", "sleep",
-                  "gzio", "true", "minicmd", "regexp", "boot")
+                  "gzio", "true", "minicmd", "regexp", "boot", "keystatus")
 BIOS_MODULES = (*COMMON_MODULES, "biosdisk")
 EFI_MODULES = (*COMMON_MODULES, "efi_gop", "efi_uga", "video", "video_fb", "all_video")
 
@@ -92,29 +95,4 @@ def bios_setup(disk: Path, boot_img: Path, core_img: Path, core_lba: int,
 
 def grubenv(values: dict[str, str]) -> bytes:
     """A GRUB environment block: exactly 1024 bytes, padded with '#'."""
-    body = "# GRUB Environment Block\n" + "".join(f"{k}={v}\n" for k, v in values.items())
-    data = body.encode()
-    if len(data) > 1024:
-        raise ValueError("grubenv values do not fit in 1024 bytes")
-    return data + b"#" * (1024 - len(data))
-
-
-def slot_entry(slot: str, version: str, fs_uuid: str, partuuid: str, cmdline: str) -> str:
-    """The GRUB menu entry file for one root slot (``grub/slot-<slot>.cfg`` on the ESP).
-
-    Plain Python rather than a template so the appliance's upgrade tools (which
-    have no Jinja2) write exactly what the build writes. The kernel and initrd
-    come from the slot's own ext4 filesystem, found by its UUID.
-    """
-    for name, value in (("slot", slot), ("version", version), ("fs_uuid", fs_uuid),
-                        ("partuuid", partuuid), ("cmdline", cmdline)):
-        if any(c in GRUB_UNSAFE for c in value):
-            raise ValueError(f"slot entry: {name} {value!r} has characters GRUB would misread")
-    return (f"# Root slot {slot}: lockgate {version}. The kernel and initrd come from the\n"
-            "# slot's own ext4 filesystem, so each slot boots the kernel it was built with.\n"
-            f'menuentry "lockgate {version} (slot {slot})" --id "lockgate-{version}" {{\n'
-            f"    search --no-floppy --fs-uuid --set=root {fs_uuid}\n"
-            f'    echo "Loading lockgate {version} from root slot {slot} ..."\n'
-            f"    linux /boot/vmlinuz root=PARTUUID={partuuid} {cmdline}\n"
-            "    initrd /boot/initrd.img\n"
-            "}\n")
+    return encode_env(values)

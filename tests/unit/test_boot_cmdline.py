@@ -64,7 +64,8 @@ def test_the_overlay_boots_with_the_extra_arguments_and_the_image_is_untouched(
     slot = _slot_in(overlay, tmp_path)
     linux = [line.strip() for line in slot.splitlines() if line.strip().startswith("linux ")]
     assert linux == ["linux /boot/vmlinuz root=PARTUUID=f7b2e614-66e9-5ace-ba75-201a16feaf19 "
-                     "ro console=ttyS0,115200 panic=10 systemd.mask=a.service "
+                     "ro console=ttyS0,115200 panic=10 lockgate.entry=lockgate-1.0 lockgate.slot=a "
+                     "lockgate.trial=${lockgate_trial} systemd.mask=a.service "
                      "systemd.mask=b.service"]
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
     assert "systemd.mask" not in _slot_in(disk, tmp_path)

@@ -102,7 +102,8 @@ def test_grubenv_is_exactly_1024_bytes_and_readable(tmp_path: Path) -> None:
 
 
 def test_grub_cfg_one_shot_trial_logic() -> None:
-    text = render("grub.cfg.j2", version="1.0", default_id="lockgate-1.0", timeout=3)
+    text = render("grub.cfg.j2", version="1.0", default_id="lockgate-1.0", timeout=0,
+                  timeout_style="hidden")
     lines = [line.strip() for line in text.splitlines()]
     assert "load_env" in lines
     assert lines.index("load_env") < lines.index('if [ -n "${next_entry}" ]; then')
@@ -110,10 +111,23 @@ def test_grub_cfg_one_shot_trial_logic() -> None:
     trial = lines.index('set default="${next_entry}"')
     assert lines[trial + 1] == "set next_entry="
     assert lines[trial + 2] == "save_env next_entry"
+    assert lines[trial + 3] == "set lockgate_trial=1"
+    assert lines.index("set lockgate_trial=0") < trial
+    assert lines.index("export lockgate_trial") > trial
     assert 'set default="${saved_entry}"' in lines
     assert 'set default="lockgate-1.0"' in lines
     assert "terminal_output serial console" in lines
     assert 'source "${prefix}/slot-${slot}.cfg"' in lines
+    # No visible menu wait; a held Shift still opens the menu.
+    assert "set timeout=0" in lines and "set timeout_style=hidden" in lines
+    assert lines[lines.index("if keystatus --shift; then") + 1] == "set timeout=-1"
+    # GRUB 2.06 fallback: an entry NUMBER (ids are ignored before 2.12).
+    assert 'set fallback="${lockgate_index}"' in lines
+    assert not any(line.startswith("set fallback=\"lockgate") for line in lines)
+
+
+def test_early_images_carry_the_keystatus_module() -> None:
+    assert "keystatus" in grub.BIOS_MODULES and "keystatus" in grub.EFI_MODULES
 
 
 def test_slot_entry_boots_its_own_kernel_from_its_partition() -> None:
@@ -121,11 +135,18 @@ def test_slot_entry_boots_its_own_kernel_from_its_partition() -> None:
                            "ro console=tty0 console=ttyS0,115200")
     assert re.search(r'menuentry "lockgate 2.0~rc1 \(slot a\)" --id "lockgate-2.0~rc1" \{', text)
     assert "search --no-floppy --fs-uuid --set=root 0f0e-uuid" in text
-    assert "linux /boot/vmlinuz root=PARTUUID=1234-part ro console=tty0 console=ttyS0,115200" in text
+    assert ("linux /boot/vmlinuz root=PARTUUID=1234-part ro console=tty0 console=ttyS0,115200 "
+            "lockgate.entry=lockgate-2.0~rc1 lockgate.slot=a lockgate.trial=${lockgate_trial}\n"
+            in text)
+    assert 'set lockgate_slot_id="lockgate-2.0~rc1"' in text
     assert "initrd /boot/initrd.img" in text
     assert text.rstrip().endswith("}")
     with pytest.raises(ValueError, match="cmdline"):
         grub.slot_entry("b", "1.0", "u", "p", 'ro init="/bin/sh"')
+    with pytest.raises(ValueError, match="version"):
+        grub.slot_entry("b", "1.0 x", "u", "p", "ro")
+    with pytest.raises(ValueError, match="slot"):
+        grub.slot_entry("c", "1.0", "u", "p", "ro")
 
 
 def test_grub_accepts_the_generated_config(tmp_path: Path) -> None:
@@ -133,6 +154,8 @@ def test_grub_accepts_the_generated_config(tmp_path: Path) -> None:
     if not Path("/usr/bin/grub-script-check").exists():
         pytest.skip("grub-script-check missing")
     cfg = tmp_path / "grub.cfg"
-    cfg.write_text(render("grub.cfg.j2", version="1.0", default_id="lockgate-1.0", timeout=3)
-                   + grub.slot_entry("a", "1.0", "u-1", "p-1", "ro console=ttyS0,115200"))
+    cfg.write_text(render("grub.cfg.j2", version="1.0", default_id="lockgate-1.0", timeout=0,
+                   timeout_style="hidden")
+                   + grub.slot_entry("a", "1.0", "u-1", "p-1", "ro console=ttyS0,115200")
+                   + grub.slot_entry("b", "2.0", "u-2", "p-2", "ro console=ttyS0,115200"))
     subprocess.run(["grub-script-check", str(cfg)], check=True)
