@@ -28,6 +28,10 @@ QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+# Intel 6300ESB watchdog; on expiry QEMU resets the machine (its default, said
+# explicitly). Debian's cloud kernel has no driver for it: the image's softdog
+# covers a hung user space there (docs/boot.md, "Trial boots").
+WATCHDOG_ARGS = ["-device", "i6300esb", "-action", "watchdog=reset"]
 
 
 class Firmware(StrEnum):
@@ -74,6 +78,9 @@ class VmSpec:
     extra_disks: tuple[Path, ...] = ()  # read-only raw disks, e.g. the NoCloud CIDATA image
     qmp_socket: Path | None = None
     uuid: str | None = None  # SMBIOS system UUID (EC2's start with "ec2")
+    # A hardware watchdog that resets the VM when the guest stops petting it
+    # (a hung trial boot comes back on the default version).
+    watchdog: bool = True
     extra_args: tuple[str, ...] = field(default=())
 
 
@@ -107,6 +114,8 @@ def build_argv(spec: VmSpec, qemu: str = QEMU) -> list[str]:
     argv += ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"]
     if spec.qmp_socket is not None:
         argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
+    if spec.watchdog:
+        argv += WATCHDOG_ARGS
     argv += list(spec.extra_args)
     return argv
 

@@ -27,6 +27,10 @@ PACKAGE_UNIT_DIRS = ("firstboot/units", "runtime/units")
 # Folders systemd's own services write to (logind's linger, timesyncd's clock,
 # the random seed), bound from the data partition: folder -> data sub-folder.
 STATE_BINDS = (("/var/lib/systemd", "os/var-lib-systemd"),)
+# systemd's hardware watchdog: a PID 1 silent this long resets the machine; a
+# reboot that hangs this long too.
+WATCHDOG_RUNTIME = "60s"
+WATCHDOG_REBOOT = "2min"
 
 
 def _write(root: Path, path: str, text: str, mode: int = 0o644) -> None:
@@ -100,6 +104,10 @@ def configure_boot_files(context: Context) -> None:
     (root / "boot/efi").mkdir(parents=True, exist_ok=True)
     # Debian's grub-editenv, grub-set-default and grub-reboot use /boot/grub/grubenv.
     _symlink(root, "/boot/grub", "efi/grub")
+    # A hung user space (say, a trial boot of a new version) resets the machine.
+    _write(root, "/etc/systemd/system.conf.d/lockgate-watchdog.conf",
+           render("watchdog.conf.j2", runtime_sec=WATCHDOG_RUNTIME, reboot_sec=WATCHDOG_REBOOT))
+    _write(root, "/etc/modules-load.d/lockgate-watchdog.conf", render("modules-watchdog.conf.j2"))
 
 
 def configure_mounts(context: Context) -> None:

@@ -21,7 +21,8 @@ HEAD = ["qemu-system-x86_64", "-name", "lockgate", "-machine", "q35,graphics=off
 COMMON = ["-m", "1024", "-smp", "2", "-nodefaults", "-display", "none", "-vga", "none",
           "-no-user-config"]
 TAIL = ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console",
-        "-qmp", "unix:/w/qmp.sock,server=on,wait=off"]
+        "-qmp", "unix:/w/qmp.sock,server=on,wait=off",
+        "-device", "i6300esb", "-action", "watchdog=reset"]
 FWDS = (Forward(41000, 9070), Forward(41001, 9090))
 
 
