@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -20,3 +22,14 @@ group.add_command(build)
 from lockgate.image.publish.cli import publish  # noqa: E402
 
 group.add_command(publish)
+
+
+@group.command("keygen")
+@click.argument("prefix", type=click.Path(path_type=Path, dir_okay=False))
+def keygen(prefix: Path) -> None:
+    """Make an Ed25519 key pair for signing upgrade bundles: PREFIX.key (0600), PREFIX.pub."""
+    from lockgate.runtime.system.keys import generate, load_public
+
+    private, public = generate(prefix)
+    click.echo(f"{private} (private, keep it secret)\n{public} (public: "
+               f"{load_public(public).key_id})")

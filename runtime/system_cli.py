@@ -8,3 +8,7 @@ import click
 @click.group("system")
 def group() -> None:
     """Upgrade and roll back between the two root slots."""
+
+from lockgate.runtime.system.cli import bundle_group  # noqa: E402  (registered after the group exists)
+
+group.add_command(bundle_group)

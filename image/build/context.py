@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from lockgate.errors import BadInput
 from lockgate.image.build.profile import Profile
 
@@ -59,6 +61,10 @@ class Context:
     # Filled in by the steps, in pipeline order.
     kernel_version: str = ""
     artifacts: list[Artifact] = field(default_factory=list)
+    # Upgrade bundles: the key that signs them (None: unsigned) and the PEM public
+    # keys baked into the image as trusted (the signing key's own half among them).
+    signing_key: Ed25519PrivateKey | None = None
+    trusted_keys: tuple[bytes, ...] = ()
 
     @property
     def work_dir(self) -> Path:

@@ -24,7 +24,7 @@ from lockgate.proc import output, run
 
 VENV = Path("/opt/lockgate")
 COMMANDS = ("lockgate", "z-initial-config", "z-reset-password", "z-expand-logs-partition",
-            "start-lockgate", "stop-lockgate")
+            "start-lockgate", "stop-lockgate", "upgrade", "rollback", "rollback-helper")
 STAGING = Path("/tmp/lockgate-wheels")  # inside the rootfs, removed afterwards
 # What the wheel is built from, at the top of the checkout (setup.py reads
 # scripts/layout.py; README.md is the long description). Nothing else is copied

@@ -3,6 +3,7 @@
     build_rootfs      mmdebstrap (cached by package fields) -> work/rootfs
     install_lockgate  venv in /opt/lockgate from this checkout's wheel
     configure_system  read-only root, units, network, first-boot identity
+    bake_upgrade_keys trusted upgrade keys and the release record (/etc/lockgate)
     check_initramfs   lsinitramfs: every cloud driver is there
     check_secrets     no private keys, host keys, machine id or password hashes
     make_bootloader   GRUB for BIOS and UEFI, grub.cfg, slot-a.cfg, grubenv
@@ -28,7 +29,16 @@ from pathlib import Path
 import click
 
 from lockgate.image import gpt
-from lockgate.image.build import bootloader, checks, configure, disk, filesystems, install, rootfs
+from lockgate.image.build import (
+    bootloader,
+    checks,
+    configure,
+    disk,
+    filesystems,
+    install,
+    rootfs,
+    trust,
+)
 from lockgate.image.build.context import Context
 from lockgate.image.formats import write_format
 from lockgate.image.manifest import (
@@ -58,6 +68,11 @@ def install_lockgate(context: Context, state: State) -> None:
 
 def configure_system(context: Context, state: State) -> None:
     configure.configure_system(context)
+
+
+def bake_upgrade_keys(context: Context, state: State) -> None:
+    ids = trust.bake_upgrade_trust(context)
+    click.echo(f"    trusted upgrade keys: {', '.join(ids) or 'none (bundles must be unsigned)'}")
 
 
 def check_initramfs(context: Context, state: State) -> None:
@@ -111,6 +126,7 @@ STEPS: list[tuple[str, Step]] = [
     ("build_rootfs", build_rootfs),
     ("install_lockgate", install_lockgate),
     ("configure_system", configure_system),
+    ("bake_upgrade_keys", bake_upgrade_keys),
     ("check_initramfs", check_initramfs),
     ("check_secrets", check_secrets),
     ("make_bootloader", make_bootloader),

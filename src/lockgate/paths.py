@@ -14,6 +14,10 @@ from pathlib import Path
 STATE_DIR = Path("/var/lib/lockgate")  # the data partition's mount point
 RUN_DIR = Path("/run/lockgate")  # volatile status, recreated every boot
 PRODUCT_HOME = Path("/opt/lockgate")
+# In the root slot, baked by the build: the public keys upgrade bundles must be
+# signed with (*.pub, more than one for key rotation) and the slot's own version.
+TRUSTED_KEYS_DIR = Path("/etc/lockgate/trusted-keys.d")
+RELEASE_FILE = Path("/etc/lockgate/release.json")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,17 @@ class StatePaths:
     def firstboot(self) -> Path:
         """Once-per-instance records."""
         return self.base / "firstboot"
+
+    @property
+    def versions(self) -> Path:
+        """Each installed version's own configuration: ``versions/<version>/{config,runtime}``;
+        ``config`` and ``runtime`` above are symlinks into the running version's."""
+        return self.base / "versions"
+
+    @property
+    def slots(self) -> Path:
+        """One record per root slot written by ``upgrade`` (``<slot>.json``)."""
+        return self.base / "slots"
 
 
 def run_dir(root: Path = Path("/")) -> Path:

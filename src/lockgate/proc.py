@@ -100,6 +100,22 @@ def run(
     return proc
 
 
+def spawn(argv: Sequence[Arg], *, env: Mapping[str, str] | None = None,
+          quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with pipes on stdin, stdout and stderr, for streaming through it
+    (``zstd -dc`` of an upgrade bundle that must never be held in memory). Resolved
+    and logged like :func:`run`; the caller reads, writes and waits."""
+    args = [os.fspath(a) for a in argv]
+    resolved = args[0] if os.sep in args[0] else which(args[0])
+    if resolved is None:
+        raise RunError(args, f"{args[0]}: not found; install it (see scripts/apt-packages.txt)")
+    args[0] = resolved
+    if not quiet:
+        log.debug("spawn: %s", shlex.join(args))
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+
+
 def output(argv: Sequence[Arg], **kwargs: object) -> str:
     """Run ``argv`` and return its stdout as text (stripped)."""
     proc = run(argv, capture=True, **kwargs)  # type: ignore[arg-type]

@@ -123,21 +123,30 @@ def test_gce_padding() -> None:
 
 
 def test_upgrade_bundle_carries_the_root_image_and_its_hash(context: Context) -> None:
-    context.root_image.write_bytes(b"ext4" * 4096)
+    """The bundle's own rules (signature, refusals) are in tests/unit/test_bundle.py."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from lockgate.runtime.system import bundle as bundles
+    from lockgate.runtime.system.keys import PublicKey
+
+    body = b"ext4" * 4096
+    context.root_image.write_bytes(body)
     context.kernel_version = "6.1.0-test-cloud-amd64"
+    context.signing_key = Ed25519PrivateKey.generate()
     art = upgrade.write(context)
-    with tarfile.open(art.path) as tar:
-        assert tar.getnames() == ["manifest.json", "rootfs.ext4"]
-        manifest_file = tar.extractfile("manifest.json")
-        rootfs_file = tar.extractfile("rootfs.ext4")
-        assert manifest_file is not None and rootfs_file is not None
-        manifest = json.loads(manifest_file.read())
-        body = rootfs_file.read()
+    assert art.path.name == "lockgate-9.8.7.upgrade" and art.format == "upgrade"
+    trusted = [PublicKey(context.signing_key.public_key(), "test")]
+    bundle, _ = bundles.verify(art.path, trusted, architecture=bundles.machine_architecture())
+    manifest = bundle.manifest
     assert manifest["version"] == "9.8.7"
     assert manifest["format"] == upgrade.BUNDLE_FORMAT
-    assert manifest["rootfs"]["size"] == len(body)
     import hashlib
 
-    assert manifest["rootfs"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert manifest["rootfs"] == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                                  "fs_uuid": str(context.derived_uuid("fs-root-a"))}
     assert manifest["kernel"] == "6.1.0-test-cloud-amd64"
+    assert manifest["kernel_cmdline"] == context.profile.kernel_cmdline
+    out = bytearray()
+    bundles.stream_rootfs(bundle, out.extend)
+    assert bytes(out) == body
     assert upgrade.write(context).sha256 == art.sha256  # reproducible
