@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import socket
 from collections.abc import Iterable
+from pathlib import Path
+
+from lockgate.files import atomic_write
+from lockgate.runtime.status import run_folder
 
 MANAGEMENT_PORTS = (9070, 9080, 9090)  # REST API, cluster control, Admin UI
 
@@ -19,6 +24,25 @@ MANAGEMENT_PORTS = (9070, 9080, 9090)  # REST API, cluster control, Admin UI
 def reserved_ports(*extra: int) -> tuple[int, ...]:
     """The management ports plus ``extra`` (0, "any free port", reserves nothing)."""
     return tuple(sorted({*MANAGEMENT_PORTS, *(p for p in extra if p)}))
+
+
+def _reserved_file(state_dir: Path) -> Path:
+    return run_folder(state_dir) / "reserved-ports.json"
+
+
+def save_reserved_ports(state_dir: Path, ports: Iterable[int]) -> None:
+    """Written by ``serve`` at start, so the REST API refuses the ports it really uses."""
+    atomic_write(_reserved_file(state_dir), json.dumps(sorted(ports)).encode(), mode=0o644,
+                 dir_mode=0o755)
+
+
+def load_reserved_ports(state_dir: Path) -> tuple[int, ...]:
+    """The management ports plus those the running ``serve`` saved (none saved: defaults)."""
+    try:
+        saved = json.loads(_reserved_file(state_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return MANAGEMENT_PORTS
+    return reserved_ports(*(p for p in saved if isinstance(p, int) and not isinstance(p, bool)))
 
 
 def ip_literal(host: str) -> str | None:

@@ -22,7 +22,7 @@ from lockgate.paths import STATE_DIR
 from lockgate.runtime import core_build
 from lockgate.runtime.config.schema import ConfigError
 from lockgate.runtime.config.store import ConfigStore
-from lockgate.runtime.listen import MANAGEMENT_PORTS, reserved_ports
+from lockgate.runtime.listen import MANAGEMENT_PORTS, reserved_ports, save_reserved_ports
 from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
 
 log = logging.getLogger("lockgate.runtime.serve")
@@ -60,11 +60,7 @@ def import_config(store: ConfigStore, config_file: Path | None, force: bool = Fa
 
 
 async def serve(state_dir: Path, workers: int, grace: float, management: dict[str, Any] | None,
-                ) -> None:
-    # No virtual server may take a management port, whether or not this serve runs the
-    # management plane: it starts after the workers and must always find its ports free.
-    reserved = MANAGEMENT_PORTS if management is None else reserved_ports(
-        management["rest_port"], management["admin_port"])
+                reserved: tuple[int, ...] = MANAGEMENT_PORTS) -> None:
     supervisor = Supervisor(state_dir, workers, grace, reserved)
     try:
         await supervisor.startup(keep_going=management is not None)
@@ -111,18 +107,22 @@ def serve_command(config_file: Path | None, state_dir: Path, workers: int | None
                   no_management: bool) -> None:
     """Run the traffic manager (proxy workers, REST API, Admin UI)."""
     store = ConfigStore(state_dir)
+    # No virtual server may take a management port, whether or not this serve runs the
+    # management plane: it starts after the workers and must always find its ports free.
+    reserved = MANAGEMENT_PORTS if no_management else reserved_ports(rest_port, admin_port)
     with store_errors(store):
         import_config(store, config_file)
         try:
             config = store.load()
         except ConfigError as exc:
             raise BadInput(f"stored config: {exc.field}: {exc.message}") from None
+        save_reserved_ports(state_dir, reserved)  # for the REST API's checks
     count = workers or config.workers or os.cpu_count() or 1
     management = None if no_management else {
         "host": management_host, "rest_port": rest_port, "admin_port": admin_port}
     import uvloop
 
-    uvloop.run(serve(state_dir, count, grace, management))
+    uvloop.run(serve(state_dir, count, grace, management, reserved))
 
 
 @click.command("reload")

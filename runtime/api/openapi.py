@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from lockgate import __version__
-from lockgate.runtime.config.schema import KINDS, NAME_RE, SCHEMA
+from lockgate.runtime.config.schema import (
+    HOST_HEADER_RE,
+    KINDS,
+    MONITOR_PATH_RE,
+    NAME_RE,
+    SCHEMA,
+)
+from lockgate.runtime.listen import MANAGEMENT_PORTS
 
 ROOT = "/api/tm/1.0"
 STATS = f"{ROOT}/status/local_tm/statistics"
@@ -100,8 +107,13 @@ FIELDS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "virtual_servers": {
         "basic": {
             "protocol": _enum("http", "tcp"),
-            "port": _int(1, 65535),
-            "listen_on_hosts": {**_array(HOST), "minItems": 1},
+            "port": {**_int(1, 65535), "not": {"enum": list(MANAGEMENT_PORTS)},
+                     "description": "Not a management port (REST API, Admin UI, cluster "
+                                    "control; also those serve was started with: 422)."},
+            "listen_on_hosts": {**_array(HOST), "minItems": 1,
+                                "description": "IP addresses must be on this host or be a "
+                                               "traffic IP (422 otherwise); host names are "
+                                               "resolved when listening."},
             "pool": OBJECT_NAME,
             "enabled": BOOL,
             "max_connections": {**_int(0, 10_000_000), "description": "0: no limit."},
@@ -149,7 +161,10 @@ FIELDS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "failures": _int(1, 1000),
             "rise": _int(1, 1000),
         },
-        "http": {"path": STRING, "host_header": STRING,
+        "http": {"path": {"type": "string", "pattern": f"^{MONITOR_PATH_RE.pattern}$"},
+                 "host_header": {"type": "string", "pattern": f"^{HOST_HEADER_RE.pattern}$",
+                                 "description": "Host header of the check; empty: the node's "
+                                                "address."},
                  # Checked with Python's re, whose dialect differs a little from ECMA's.
                  "status_regex": {"type": "string", "format": "regex",
                                   "description": "A Python regular expression."}},
@@ -192,17 +207,19 @@ def _config_paths(kind: str) -> dict[str, Any]:
             "200": _json(_ref(doc), "The object with every default filled in."),
             "404": {"$ref": "#/components/responses/NotFound"}}),
         "put": _op(f"Create or replace one of {kind}", {
-            "200": _json(_ref(doc), "Replaced; the stored object."),
-            "201": _json(_ref(doc), "Created; the stored object."),
+            "200": _json(_stored(kind), "Replaced; the stored object."),
+            "201": _json(_stored(kind), "Created; the stored object."),
             "400": _error("The body is not JSON."),
             "413": _error("The body is over 1 MiB."),
+            "415": _error("The body is not Content-Type: application/json."),
             "409": _error("The object is valid on its own but does not fit the rest of the "
                           "configuration (e.g. names a missing pool, a port already in use, "
                           "TLS offload without a certificate); error_info.field names the "
                           "setting. Nothing was stored."),
             "422": _error("The object is invalid (unknown setting, wrong type, out of range, "
-                          "required setting missing); error_info.field names the setting. "
-                          "Nothing was stored.")},
+                          "required setting missing; for a virtual server also a management "
+                          "port or an IP address this host does not have); error_info.field "
+                          "names the setting. Nothing was stored.")},
             requestBody={"required": True,
                          "content": {"application/json": {"schema": _ref(doc)}}}),
         "delete": _op(f"Delete one of {kind}", {
@@ -213,6 +230,16 @@ def _config_paths(kind: str) -> dict[str, Any]:
     }
     listing = {"get": _op(f"List {kind}", {"200": _json(_ref("Children"), "Names and links.")})}
     return {base: listing, f"{base}/{{name}}": item}
+
+
+def _stored(kind: str) -> dict[str, Any]:
+    """A PUT's answer: the stored document, plus warnings when there are any."""
+    schema = _properties_schema(kind)
+    schema["properties"] = {**schema["properties"], "warnings": {
+        "type": "array", "items": {"type": "string"},
+        "description": "Accepted, but not in effect on this host yet (e.g. a traffic IP "
+                       "not raised here)."}}
+    return schema
 
 
 def _stats_paths() -> dict[str, Any]:
@@ -266,7 +293,16 @@ def document() -> dict[str, Any]:
             "bytes_out": _count("Bytes to clients."),
             "connections_current": _count("Connections open now."),
             "connections_total": _count("Connections accepted."),
-            "errors": _count("Requests or connections that failed.")}},
+            "errors": _count("Requests or connections that failed."),
+            "state": {"type": "string", "enum": ["ok", "warning", "error", "disabled"],
+                      "description": "ok: every listener open; warning: open, but a newer "
+                                     "certificate could not be loaded; error: a listener is "
+                                     "not open (address not on the host, certificate that "
+                                     "cannot be loaded, management port)."},
+            "error": {"type": "string", "nullable": True,
+                      "description": "Why, when state is warning or error."},
+            "listeners": _count("Listeners open (in every worker)."),
+            "listeners_failed": _count("Listeners that could not be opened.")}},
         "PoolStatistics": {"type": "object", "required": ["nodes"], "properties": {
             "nodes": {"type": "object", "additionalProperties": {
                 "type": "object", "properties": {

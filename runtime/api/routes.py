@@ -21,6 +21,7 @@ from lockgate.runtime.api.auth import Authenticator, Outcome, parse_basic
 from lockgate.runtime.api.http import Request, Response
 from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError, fill_document
 from lockgate.runtime.config.store import ConfigNotFound, ConfigStore
+from lockgate.runtime.listen import address_is_local, ip_literal, load_reserved_ports, traffic_ips
 
 ROOT = "/api/tm/1.0"
 CONFIG = f"{ROOT}/config/active"
@@ -29,6 +30,10 @@ STAT_KINDS = ("virtual_servers", "pools")
 REALM = 'Basic realm="lockgate", charset="UTF-8"'
 
 Snapshot = Callable[[], Mapping[str, Any]]
+
+
+class NotOnHost(ConfigError):
+    """A listen address or port this host cannot give a virtual server (422)."""
 
 
 def children(base: str, names: list[str]) -> dict[str, Any]:
@@ -55,7 +60,7 @@ class RestApi:
         if path == f"{ROOT}/openapi.json":
             return _only(method, "GET") or Response.json(200, self.openapi)
         if path == CONFIG or path.startswith(CONFIG + "/"):
-            return await self._config(method, path[len(CONFIG):].strip("/"), request.body)
+            return await self._config(method, path[len(CONFIG):].strip("/"), request)
         if path == STATS or path.startswith(STATS + "/"):
             return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
         index = {"/api/tm": children("/api/tm", ["1.0"]),
@@ -89,7 +94,7 @@ class RestApi:
                               headers=challenge)
 
     # ---- configuration -------------------------------------------------------------------
-    async def _config(self, method: str, rest: str, body: bytes) -> Response:
+    async def _config(self, method: str, rest: str, request: Request) -> Response:
         if not rest:
             return _only(method, "GET") or Response.json(200, children(CONFIG, list(KINDS)))
         kind, _, name = rest.partition("/")
@@ -103,7 +108,7 @@ class RestApi:
         if method == "GET":
             return await self._get(kind, name)
         if method == "PUT":
-            return await self._put(kind, name, body)
+            return _unsupported_media(request) or await self._put(kind, name, request.body)
         if method == "DELETE":
             return await self._delete(kind, name)
         return _method_not_allowed("GET, PUT, DELETE")
@@ -137,17 +142,55 @@ class RestApi:
             return _invalid(ConfigError(f"{path}.properties",
                                         'required: the body is {"properties": {...}}'))
         try:
-            fill_document(kind, name, document)  # the object on its own: 422
+            filled = fill_document(kind, name, document)  # the object on its own: 422
         except ConfigError as exc:
             return _invalid(exc)
+        warnings: list[str] = []
         async with self._store_lock:
             try:
+                if kind == "virtual_servers":
+                    warnings = await asyncio.to_thread(self._check_listen, name, filled)
                 existed = name in await asyncio.to_thread(self.store.list, kind)
                 await asyncio.to_thread(self.store.put, kind, name, document)
                 stored = await asyncio.to_thread(self.store.get, kind, name)
+            except NotOnHost as exc:
+                return _invalid(exc)
             except ConfigError as exc:  # does not fit with the rest of the configuration
                 return Response.error(409, "config.conflict", str(exc), {"field": exc.field})
-        return Response.json(200 if existed else 201, stored)
+        return Response.json(200 if existed else 201,
+                             {**stored, "warnings": warnings} if warnings else stored)
+
+    def _check_listen(self, name: str, filled: Mapping[str, Any]) -> list[str]:
+        """Refuse a management port, and a plain address this host does not have; warn
+        about a traffic IP not raised here.
+
+        Like the reference product: a traffic IP may be raised on another cluster
+        member now and here later, so listening on it is accepted (the workers bind
+        it with IP_FREEBIND); any other address must be on this host. Host names
+        are resolved by the workers, which report a failure in the status."""
+        basic = filled["properties"]["basic"]
+        reserved = load_reserved_ports(self.store.state_dir)
+        if basic["port"] in reserved:
+            raise NotOnHost(f"virtual_servers.{name}.basic.port",
+                            f"{basic['port']} is a management port of this appliance (REST API, "
+                            f"Admin UI, cluster control: {', '.join(map(str, reserved))}); "
+                            "choose another")
+        tree = self.store.tree()
+        tips = traffic_ips(doc["properties"]["basic"]["ipaddresses"]
+                           for doc in tree["traffic_ip_groups"].values())
+        warnings = []
+        for i, host in enumerate(basic["listen_on_hosts"]):
+            address = ip_literal(host)
+            if address is None or address_is_local(address):
+                continue
+            field = f"virtual_servers.{name}.basic.listen_on_hosts[{i}]"
+            if address in tips:
+                warnings.append(f"{field}: {address} is a traffic IP not raised on this traffic "
+                                "manager now; it serves here once the address is raised here")
+                continue
+            raise NotOnHost(field, f"{address} is not an address of this host; add it to the "
+                                     "host, or to a traffic IP group to listen on a traffic IP")
+        return warnings
 
     async def _delete(self, kind: str, name: str) -> Response:
         if not NAME_RE.fullmatch(name):
@@ -179,6 +222,16 @@ class RestApi:
         snap = await asyncio.to_thread(self.snapshot)
         version = await asyncio.to_thread(lambda: self.store.version)
         return Response(200, metrics.render(snap, version).encode(), metrics.CONTENT_TYPE)
+
+
+def _unsupported_media(request: Request) -> Response | None:
+    """Request bodies are JSON: anything else is 415 (a form or text body is a mistake)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "application/json":
+        return None
+    shown = media[:100] or "none"
+    return Response.error(415, "http.unsupported_media_type",
+                          f"request bodies must be Content-Type: application/json (got {shown})")
 
 
 def _reject_constant(name: str) -> float:

@@ -135,6 +135,24 @@ def _regex(path: str, value: Any) -> str:
     return str(value)
 
 
+# A Host header value (RFC 9110 7.2: uri-host [":" port]): the characters of a
+# reg-name, an IPv4 address or a bracketed IPv6 literal. Nothing that could end
+# the header line (CR, LF), or that a node could read differently (NUL, spaces,
+# quotes, "/", "@").
+HOST_HEADER_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%:\[\]-]*")
+# A monitor's request target in origin form: "/" then visible ASCII, no spaces.
+MONITOR_PATH_RE = re.compile(r"(/[!-~]*)?")
+
+
+def _pattern(regex: re.Pattern[str], expected: str) -> Check:
+    def check(path: str, value: Any) -> str:
+        _str(path, value)
+        if not regex.fullmatch(value):
+            raise ConfigError(path, f"expected {expected}, got {value!r}")
+        return str(value)
+    return check
+
+
 def _record(fields: dict[str, Field]) -> Check:
     """A list item that is itself an object (nodes_table rows, sni entries)."""
     def check(path: str, value: Any) -> dict[str, Any]:
@@ -226,8 +244,11 @@ SCHEMA: dict[str, dict[str, dict[str, Field]]] = {
             "rise": Field(2, _int(1, 1000)),
         },
         "http": {
-            "path": Field("/", _str),
-            "host_header": Field("", _str),
+            "path": Field("/", _pattern(MONITOR_PATH_RE, 'a path starting with "/", '
+                                                         "visible ASCII without spaces")),
+            "host_header": Field("", _pattern(HOST_HEADER_RE, "a host name or address with an "
+                                                              "optional :port (no spaces or "
+                                                              "control characters)")),
             "status_regex": Field("^[234][0-9][0-9]$", _regex),
         },
     },

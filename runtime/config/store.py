@@ -54,7 +54,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 class ConfigStore:
     def __init__(self, state_dir: Path) -> None:
-        self.folder = StatePaths(Path(state_dir)).runtime
+        self.state_dir = Path(state_dir)
+        self.folder = StatePaths(self.state_dir).runtime
         self.path = self.folder / "config.json"
         self._lock_path = self.folder / ".lock"
 

@@ -212,3 +212,16 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
     store = ConfigStore(tmp_path)
     with pytest.raises(ConfigError):
         store.put("monitors", "ping\n", {"properties": {"basic": {"type": "connect"}}})
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("host_header", "ok.test\r\nX-Injected: 1"), ("host_header", "a\x00"),
+    ("host_header", "a b"), ("path", "/x HTTP/1.0\r\n"), ("path", "health")])
+def test_monitor_request_fields_cannot_carry_line_breaks_or_spaces(
+        tmp_path: Path, field: str, value: str) -> None:
+    """A config file is checked like a REST PUT: nothing that could split the check's request."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"monitors": {"m": {"properties": {"http": {field: value}}}}}))
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(path)
+    assert caught.value.field == f"monitors.m.http.{field}"
