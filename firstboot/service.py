@@ -184,12 +184,14 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
             status.state, missing = current_state(root)
             if missing:
                 _tell_how_to_finish(say, root, {})
+        _access(root, None, status)
         return _finish(status, began, root)
 
     status.instance_id = data.instance_id
     status.source = data.platform
     failure: str | None = None  # why this boot failed, for the platform (no secrets)
     metadata = dict(data.metadata)
+    _access(root, data, status)
     record = state.get(data.instance_id)
     if record is not None and record.damaged:
         status.warnings.append(f"instance record of {data.instance_id} is damaged "
@@ -238,6 +240,42 @@ def firstboot(root: Path, source: Any, console: Console, timeout: float,
                                       applied_at=_now(), steps=status.steps))
     _tell_platform(source, status, failure, timeout)
     return _finish(status, began, root)
+
+
+def _access(root: Path, data: Any, status: Status) -> None:
+    """Every boot: admin's SSH keys and the host name from this instance's metadata (an
+    outage keeps the last ones), and the console password in /etc/shadow's target."""
+    from lockgate.firstboot.apply import access
+
+    name: str | None = None
+    try:
+        if data is None:
+            name = access.last_host_name(root)
+        else:
+            if data.platform != "file":  # a local file names no keys: leave them be
+                keys, rejected = access.clean_keys(data.public_keys)
+                status.warnings += [f"ssh: ignored a public key that is not one OpenSSH "
+                                    f"line: {line!r}" for line in rejected]
+                access.write_authorized_keys(
+                    root, keys, f"the {data.platform} metadata of {data.instance_id}")
+                click.echo(f"{PREFIX} ssh: {len(keys)} public key(s) for "
+                           f"{access.ACCOUNT} from the {data.platform} metadata")
+            given = data.metadata.get("local-hostname", "")
+            name = access.host_name_for(given) if given else None
+            if given and name is None:
+                status.warnings.append(f"host name {given!r} from the metadata is not a "
+                                       "valid host name; kept the current one")
+            if name:
+                access.remember_host_name(root, name)
+        if name and root.resolve() == Path("/"):
+            access.set_host_name(name)
+            click.echo(f"{PREFIX} host name: {name}")
+    except OSError as exc:
+        status.warnings.append(f"access: {exc}")
+    try:
+        access.sync_shadow(root)
+    except OSError as exc:
+        status.warnings.append(f"console password: cannot write the shadow file: {exc}")
 
 
 def _tell_platform(source: Any, status: Status, failure: str | None, timeout: float) -> None:

@@ -1,6 +1,8 @@
 """The admin user and its password (``StatePaths.users``, JSON, mode 0600).
 
-``{"users": {"admin": {"hash": "scrypt$...", "role": "admin"}}}``. A password
+``{"users": {"admin": {"hash": "scrypt$...", "crypt": "$6$...", "role": "admin"}}}``;
+``crypt`` is the same password in /etc/shadow's form, for the ``admin`` login
+account (console and SSH, see :mod:`.access`). A password
 this step made up itself also carries ``"generated": true`` until someone
 chooses one (user-data, ``z-initial-config``, ``z-reset-password``): until
 then initial configuration is not finished. The generated password's plain
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.files import atomic_write, set_aside
+from lockgate.firstboot.apply.access import crypt_hash, sync_shadow
 from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult
 from lockgate.firstboot.apply.console import ConsoleError
 from lockgate.firstboot.settings import Settings
@@ -57,11 +60,15 @@ def set_admin_password(root: Path, user: str, password: str, *, generated: bool 
         (kept,) = set_aside([StatePaths.under_root(root).users], "unreadable")
         users = {}
     entry: dict[str, Any] = {"hash": hash_password(password), "role": "admin"}
+    console = crypt_hash(password)
+    if console:  # the same password for the console/SSH account (see access.py)
+        entry["crypt"] = console
     if generated:
         entry["generated"] = True
     users[user] = entry
     text = json.dumps({"users": users}, indent=2, sort_keys=True) + "\n"
     atomic_write(StatePaths.under_root(root).users, text.encode(), 0o600)
+    sync_shadow(root)
     return kept
 
 

@@ -10,6 +10,9 @@ Where user-data comes from, in order:
    directory just long enough to read the file. ``ovf_path`` may instead name
    an already mounted directory or the ``ovf-env.xml`` file itself.
 
+SSH keys: IMDS ``compute.publicKeys[].keyData``; when IMDS lists none, the
+``SSH/PublicKeys/PublicKey/Value`` entries of ``ovf-env.xml``.
+
 Azure waits for the VM to say it is ready and fails the deployment after a
 while if it never does. :meth:`AzureSource.finish` reads the goal state from
 the wire server (ContainerId, InstanceId, Incarnation) and posts a health
@@ -37,6 +40,7 @@ from lockgate.firstboot.datasources.base import (
     DatasourceError,
     Deadline,
     InstanceData,
+    key_lines,
     read_dmi,
 )
 from lockgate.http import UrlError, read_url
@@ -133,6 +137,35 @@ def custom_data_from_ovf(xml: bytes) -> bytes | None:
             except (binascii.Error, ValueError):
                 raise DatasourceError("ovf-env.xml: CustomData is not valid base64") from None
     return None
+
+
+def imds_public_keys(compute: dict[str, object]) -> tuple[str, ...]:
+    """``compute.publicKeys[].keyData``: the SSH keys the VM was created with."""
+    found = compute.get("publicKeys")
+    keys: list[str] = []
+    for entry in found if isinstance(found, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("keyData"), str):
+            keys += [k for k in key_lines(entry["keyData"]) if k not in keys]
+    return tuple(keys)
+
+
+def ssh_keys_from_ovf(xml: bytes) -> tuple[str, ...]:
+    """The ``SSH/PublicKeys/PublicKey/Value`` keys of an ``ovf-env.xml`` (keys given only
+    by fingerprint, with no Value, are the agent's business and not read here)."""
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as exc:
+        raise DatasourceError(f"ovf-env.xml is not XML: {exc}") from None
+    keys: list[str] = []
+    for element in root.iter():
+        if _local(element.tag) != "PublicKey":
+            continue
+        for child in element:
+            if _local(child.tag) == "Value" and child.text:
+                keys += [k for k in key_lines(child.text) if k not in keys]
+    return tuple(keys)
 
 
 class AzureSource:
@@ -236,10 +269,13 @@ class AzureSource:
                 user_data = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 raise DatasourceError("Azure IMDS compute.userData is not valid base64") from None
-        if not user_data:
+        keys = imds_public_keys(compute)
+        if not user_data or not keys:
             ovf = self._read_ovf_env()
-            user_data = custom_data_from_ovf(ovf) if ovf else None
-        return InstanceData("azure", vm_id, user_data or None, metadata)
+            if ovf:
+                user_data = user_data or custom_data_from_ovf(ovf)
+                keys = keys or ssh_keys_from_ovf(ovf)
+        return InstanceData("azure", vm_id, user_data or None, metadata, keys)
 
     # --- reporting ready --------------------------------------------------------------
 

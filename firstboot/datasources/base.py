@@ -23,6 +23,8 @@ class InstanceData:
     instance_id: str
     user_data: bytes | None  # None: the platform has no user-data for us
     metadata: dict[str, str] = field(default_factory=dict)  # region, hostname, local-ipv4 ...
+    # OpenSSH public keys the platform gives the appliance's admin, one key a line each.
+    public_keys: tuple[str, ...] = ()
 
 
 class DatasourceError(Exception):
@@ -84,6 +86,12 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+def key_lines(text: str) -> list[str]:
+    """The non-empty, non-comment lines of a block of public keys."""
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def user_data_from(status: int, reason: str, body: bytes, what: str) -> bytes | None:

@@ -6,6 +6,9 @@ token PUT means IMDS is disabled or the reply cannot reach us (hop limit);
 waiting will not fix either, so that fails at once. When the token endpoint
 is missing (404/405, very old or proxied services) reads go without a token
 (IMDSv1).
+
+SSH: the key pair the instance was launched with, ``meta-data/public-keys/0/
+openssh-key`` (the listing ``public-keys/`` names the pairs as ``0=name``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from lockgate.firstboot.datasources.base import (
     Deadline,
     InstanceData,
     NothingToReport,
+    key_lines,
     read_dmi,
     user_data_from,
 )
@@ -113,6 +117,22 @@ class Ec2Source(NothingToReport):
             item = self._get(f"/latest/meta-data/{key}", budget)
             if item.status == 200 and item.body.strip():
                 metadata[key.rsplit("/", 1)[-1]] = item.text().strip()
+        keys = self._public_keys(budget)
         user = self._get("/latest/user-data", budget)
         user_data = user_data_from(user.status, user.reason, user.body, "IMDS")
-        return InstanceData("ec2", instance_id, user_data, metadata)
+        return InstanceData("ec2", instance_id, user_data, metadata, keys)
+
+    def _public_keys(self, budget: Deadline) -> tuple[str, ...]:
+        """The launch key pair: ``public-keys/`` lists ``0=name``; ``0/openssh-key`` is it."""
+        listing = self._get("/latest/meta-data/public-keys/", budget)
+        if listing.status != 200:  # 404: launched without a key pair
+            return ()
+        keys: list[str] = []
+        for line in listing.text().splitlines():
+            index = line.partition("=")[0].strip()
+            if not index.isdigit():
+                continue
+            item = self._get(f"/latest/meta-data/public-keys/{index}/openssh-key", budget)
+            if item.status == 200:
+                keys += key_lines(item.text())
+        return tuple(keys)

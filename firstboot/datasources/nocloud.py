@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lockgate.firstboot.datasources.base import DEV, DatasourceError, InstanceData, NothingToReport
+from lockgate.firstboot.datasources.base import (
+    DEV,
+    DatasourceError,
+    InstanceData,
+    NothingToReport,
+    key_lines,
+)
 
 log = logging.getLogger("lockgate.firstboot.nocloud")
 
@@ -47,6 +53,24 @@ def parse_meta_data(text: str) -> dict[str, str]:
     """Top-level scalar keys of a NoCloud ``meta-data`` document, as text."""
     return {k: str(v) for k, v in load_meta_data(text).items()
             if v is not None and v != "" and not isinstance(v, dict | list)}
+
+
+def meta_data_keys(value: Any) -> tuple[str, ...]:
+    """``public-keys`` as cloud-init takes it: a string (one key a line), a list, or a
+    mapping whose values are either."""
+    if isinstance(value, dict):
+        values = list(value.values())
+    elif isinstance(value, list):
+        values = value
+    else:
+        values = [value]
+    keys: list[str] = []
+    for item in values:
+        if isinstance(item, list):
+            keys += [str(i).strip() for i in item if str(i).strip()]
+        elif isinstance(item, str):
+            keys += key_lines(item)
+    return tuple(dict.fromkeys(keys))
 
 
 class NoCloudSource(NothingToReport):
@@ -113,7 +137,9 @@ class NoCloudSource(NothingToReport):
                                       "labelled CIDATA")
             origin = str(device)
             files = self._read_volume(device, timeout)
-        meta = parse_meta_data(files.get("meta-data", b"").decode("utf-8", errors="replace"))
+        document = load_meta_data(files.get("meta-data", b"").decode("utf-8", errors="replace"))
+        meta = {k: str(v) for k, v in document.items()
+                if v is not None and v != "" and not isinstance(v, dict | list)}
         instance_id = meta.get("instance-id") or meta.get("instance_id") or DEFAULT_INSTANCE_ID
         metadata = {"seed": origin}
         for key in ("local-hostname", "hostname"):
@@ -121,4 +147,6 @@ class NoCloudSource(NothingToReport):
                 metadata["local-hostname"] = meta[key]
                 break
         log.info("NoCloud seed %s: instance %s", origin, instance_id)
-        return InstanceData("nocloud", instance_id, files.get("user-data") or None, metadata)
+        keys = meta_data_keys(document.get("public-keys", document.get("public_keys")))
+        return InstanceData("nocloud", instance_id, files.get("user-data") or None, metadata,
+                            keys)

@@ -7,6 +7,7 @@ test or a QEMU guest, and the datasource takes the two base URLs separately.
 IMDS: ``GET /metadata/instance?api-version=...`` needs ``Metadata: true``
 (400 otherwise) and an ``api-version`` (400 otherwise); JSON with
 ``compute.vmId``, ``compute.userData`` (base64, "" when none), ``compute.name``,
+``compute.publicKeys`` (``[{"keyData", "path"}]``, the VM's SSH keys),
 ``compute.location`` and the private IP. ``/metadata/instance/compute/userData
 ?format=text`` returns the bare base64 text.
 
@@ -26,8 +27,10 @@ import base64
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
@@ -69,6 +72,8 @@ class AzureEmulator(Emulator):
         private_ip: str = "10.0.0.4",
         container_id: str | None = None,
         incarnation: int = 1,
+        public_keys: Sequence[str] = (),
+        admin_username: str = "azureuser",
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
@@ -82,6 +87,8 @@ class AzureEmulator(Emulator):
         self.container_id = container_id or str(uuid.uuid4())
         self.role_instance_id = f"{vm_id}._{vm_name}"
         self.incarnation = incarnation
+        self.public_keys = list(public_keys)
+        self.admin_username = admin_username
         self._reports_lock = threading.Lock()
         self.health_reports: list[HealthReport] = []
 
@@ -101,6 +108,9 @@ class AzureEmulator(Emulator):
                 "name": self.vm_name,
                 "osType": "Linux",
                 "provider": "Microsoft.Compute",
+                "publicKeys": [{"keyData": key,
+                                "path": f"/home/{self.admin_username}/.ssh/authorized_keys"}
+                               for key in self.public_keys],
                 "userData": self._user_data_b64(),
                 "vmId": self.vm_id,
                 "vmSize": "Standard_D2s_v3",
@@ -203,11 +213,19 @@ class AzureEmulator(Emulator):
 
 
 def ovf_env_xml(custom_data: bytes | None, *, hostname: str = "lockgate-1",
-                username: str = "azureuser") -> str:
-    """The ``ovf-env.xml`` Azure puts on the provisioning media (CustomData base64)."""
+                username: str = "azureuser", ssh_keys: Sequence[str] = ()) -> str:
+    """The ``ovf-env.xml`` Azure puts on the provisioning media (CustomData base64,
+    SSH public keys with their path and value)."""
     custom = ""
     if custom_data is not None:
         custom = f"      <CustomData>{base64.b64encode(custom_data).decode()}</CustomData>\n"
+    if ssh_keys:
+        entries = "".join(
+            "          <PublicKey>\n            <Fingerprint>0</Fingerprint>\n"
+            f"            <Path>/home/{escape(username)}/.ssh/authorized_keys</Path>\n"
+            f"            <Value>{escape(key)}</Value>\n          </PublicKey>\n"
+            for key in ssh_keys)
+        custom += f"      <SSH>\n        <PublicKeys>\n{entries}        </PublicKeys>\n      </SSH>\n"
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<Environment xmlns="http://schemas.dmtf.org/ovf/environment/1"'
@@ -227,7 +245,7 @@ def ovf_env_xml(custom_data: bytes | None, *, hostname: str = "lockgate-1",
     )
 
 
-def write_ovf_env(directory: Path, custom_data: bytes | None, **kwargs: str) -> Path:
+def write_ovf_env(directory: Path, custom_data: bytes | None, **kwargs: Any) -> Path:
     """Write ``ovf-env.xml`` into ``directory`` (a stand-in for the mounted media)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "ovf-env.xml"

@@ -5,6 +5,8 @@ Shapes follow the AWS documentation: ``PUT /latest/api/token`` with
 ``X-aws-ec2-metadata-token`` on every GET; an invalid or expired token gets
 401; without a token, GETs get 401 when IMDSv1 is disabled (``imdsv1=False``)
 and are served otherwise. ``/latest/user-data`` is 404 when there is none.
+``ssh_keys`` is the launch key pair: ``meta-data/public-keys/`` lists
+``0=<key_name>`` and ``public-keys/0/openssh-key`` is the key (404 without).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lockgate.image.cloudemu.base import Emulator, Faults, Reply, list_children
@@ -40,6 +43,8 @@ class Ec2Imds(Emulator):
         local_ipv4: str = "10.0.0.5",
         hostname: str = "ip-10-0-0-5.ec2.internal",
         imdsv1: bool = True,
+        ssh_keys: Sequence[str] = (),
+        key_name: str = "lockgate-key",
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
@@ -51,12 +56,16 @@ class Ec2Imds(Emulator):
         self.local_ipv4 = local_ipv4
         self.hostname = hostname
         self.imdsv1 = imdsv1
+        self.ssh_keys = list(ssh_keys)  # the launch key pair; EC2 serves one, as index 0
+        self.key_name = key_name
         self._tokens: dict[str, _Token] = {}
         self._token_lock = threading.Lock()
         self.tokens_issued = 0
 
     def _meta(self) -> dict[str, str]:
-        return {
+        keys = {f"public-keys/{i}/openssh-key": f"{key}\n"
+                for i, key in enumerate(self.ssh_keys)}
+        return keys | {
             "instance-id": self.instance_id,
             "ami-id": "ami-0abcdef1234567890",
             "instance-type": "t3.medium",
@@ -124,6 +133,9 @@ class Ec2Imds(Emulator):
             return Reply(200, json.dumps(doc, indent=2).encode(), "application/json")
         if rest.startswith("meta-data"):
             key = rest[len("meta-data"):].strip("/")
+            if key == "public-keys" and self.ssh_keys:  # lists "0=name", not "0/"
+                names = (f"{i}={self.key_name}" for i in range(len(self.ssh_keys)))
+                return Reply(200, "\n".join(names).encode())
             meta = self._meta()
             if key in meta:
                 return Reply(200, meta[key].encode())

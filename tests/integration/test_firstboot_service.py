@@ -213,6 +213,29 @@ def test_ec2_emulator_once_per_instance_and_outage(tmp_path: Path,
     assert verify_password("Second-Pw-6", users["users"]["admin"]["hash"])
 
 
+def test_ssh_keys_and_host_name_every_boot_for_the_current_instance(tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVjMmtleWVjMmtleWVjMmtleWVjMmtleWVjMmtleQ e@x"
+    keys_file = tmp_path / "root/var/lib/lockgate/ssh-keys/admin"
+    with Ec2Imds(user_data=b"password=Keys-Pw-1 accept_license=y", imdsv1=False,
+                 ssh_keys=[key], hostname="ip-10-1-2-3.ec2.internal") as imds:
+        env = {"LOCKGATE_EC2_URL": imds.url}
+        proc, status, _ = firstboot_run(tmp_path, "ec2", env)
+        assert keys_file.read_text().splitlines()[1:] == [key]
+        assert "1 public key(s) for admin" in proc.stdout
+        hostname_file = tmp_path / "root/var/lib/lockgate/firstboot/hostname"
+        assert hostname_file.read_text() == "ip-10-1-2-3.ec2.internal\n"
+
+        imds.set_faults(fail_first=10_000)  # an outage keeps the keys
+        firstboot_run(tmp_path, "ec2", env, timeout=1)
+        assert keys_file.read_text().splitlines()[1:] == [key]
+        imds.set_faults(fail_first=0)
+
+        imds.ssh_keys = []  # a reboot (same instance) after the key pair was dropped
+        _, status, _ = firstboot_run(tmp_path, "ec2", env)
+        assert status["applied_this_boot"] is False
+        assert keys_file.read_text().splitlines()[1:] == []
+
+
 def test_azure_reports_ready(tmp_path: Path) -> None:
     from lockgate.firstboot.datasources.azure import AzureSource
 

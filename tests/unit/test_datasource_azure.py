@@ -145,3 +145,21 @@ def test_imds_outage_is_a_datasource_error(azure: AzureEmulator, tmp_path: Path)
     azure.set_faults(fail_first=1000)
     with pytest.raises(DatasourceError, match=r"Azure IMDS unreachable: .*HTTP 503"):
         source(azure, tmp_path).fetch(timeout=1.0)
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGF6dXJla2V5YXp1cmVrZXlhenVyZWtleWF6dXJla2V5 az@x"
+
+
+def test_ssh_keys_from_imds_compute_public_keys(tmp_path: Path) -> None:
+    with AzureEmulator(user_data=USER_DATA, public_keys=[KEY], vm_name="lg-keys") as emu:
+        data = source(emu, tmp_path).fetch(timeout=10)
+    assert data.public_keys == (KEY,)
+    assert data.metadata["local-hostname"] == "lg-keys"
+
+
+def test_ssh_keys_from_ovf_env_when_imds_has_none(azure: AzureEmulator, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    write_ovf_env(media, None, ssh_keys=[KEY])
+    data = source(azure, tmp_path, media).fetch(timeout=10)
+    assert data.public_keys == (KEY,)
+    assert data.user_data == USER_DATA  # IMDS user-data still wins

@@ -110,3 +110,22 @@ def test_unreachable_service_gives_up_at_the_deadline() -> None:
     with pytest.raises(DatasourceError, match=r"EC2 metadata service unreachable: .*gave up"):
         Ec2Source(url, per_try_timeout=0.5).fetch(timeout=1.0)
     assert time.monotonic() - began < 3
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5Zm9ybG9ja2dhdGVlMmV0ZXN0cw lg@test"
+
+
+def test_the_launch_key_pair_and_host_name(tmp_path: object) -> None:
+    with Ec2Imds(user_data=USER_DATA, imdsv1=False, ssh_keys=[KEY],
+                 hostname="ip-10-9-8-7.eu-west-1.compute.internal") as emu:
+        data = source(emu).fetch(timeout=10)
+        listing = emu.requests_to("/latest/meta-data/public-keys/")
+    assert data.public_keys == (KEY,)
+    assert data.metadata["local-hostname"] == "ip-10-9-8-7.eu-west-1.compute.internal"
+    assert [r.path for r in listing][:2] == ["/latest/meta-data/public-keys/",
+                                             "/latest/meta-data/public-keys/0/openssh-key"]
+    assert all("x-aws-ec2-metadata-token" in r.headers for r in listing)  # IMDSv2
+
+
+def test_no_key_pair_is_no_keys(imds: Ec2Imds) -> None:
+    assert source(imds).fetch(timeout=10).public_keys == ()

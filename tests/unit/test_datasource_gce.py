@@ -87,3 +87,37 @@ def test_503_burst_then_success_and_all_dead_gives_up(gce: GceMetadata) -> None:
     with pytest.raises(DatasourceError, match="not reachable within 1 s"):
         GceSource([dead_url(), dead_url()]).fetch(timeout=1.0)
     assert time.monotonic() - began < 2.5
+
+
+KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtleWFrZXlha2V5YWtleWFrZXlha2V5YWtleWFr a@x"
+KEY_P = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQprojectkey p@x"
+
+
+def test_ssh_keys_for_admin_from_instance_and_project() -> None:
+    instance = {"ssh-keys": f"admin:{KEY_A}\nalice:ssh-ed25519 AAAAother alice\n\n"}
+    project = {"ssh-keys": f"admin:{KEY_P}"}
+    with GceMetadata(user_data=USER_DATA, attributes=instance,
+                     project_attributes=project) as emu:
+        data = GceSource([emu.url], per_try_timeout=1.0).fetch(timeout=10)
+    assert data.public_keys == (KEY_A, KEY_P)  # only admin's lines, instance first
+    assert data.metadata["local-hostname"] == "lockgate-1.us-central1-a.c.demo-project.internal"
+
+
+def test_block_project_ssh_keys() -> None:
+    instance = {"ssh-keys": f"admin:{KEY_A}", "block-project-ssh-keys": "TRUE"}
+    with GceMetadata(attributes=instance, project_attributes={"ssh-keys": f"admin:{KEY_P}"}) as emu:
+        data = GceSource([emu.url], per_try_timeout=1.0).fetch(timeout=10)
+        asked = [r.path for r in emu.requests]
+    assert data.public_keys == (KEY_A,)
+    assert not any(p.startswith("/computeMetadata/v1/project/") for p in asked)
+
+
+def test_expired_console_keys_are_left_out() -> None:
+    from datetime import UTC, datetime
+
+    from lockgate.firstboot.datasources.gce import gce_ssh_keys
+
+    old = f'admin:{KEY_A} google-ssh {{"userName":"a@x","expireOn":"2020-01-01T00:00:00+0000"}}'
+    new = f'admin:{KEY_P} google-ssh {{"userName":"p@x","expireOn":"2099-01-01T00:00:00+00:00"}}'
+    keys = gce_ssh_keys(f"{old}\n{new}\n", now=datetime(2026, 1, 1, tzinfo=UTC))
+    assert len(keys) == 1 and keys[0].startswith(KEY_P)

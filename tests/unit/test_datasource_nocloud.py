@@ -106,3 +106,20 @@ def test_meta_data_scalars_are_text_and_empty_values_dropped() -> None:
     assert parse_meta_data("") == {}
     with pytest.raises(DatasourceError, match="not a YAML mapping"):
         parse_meta_data("- a\n- b\n")
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5vY2xvdWRrZXlub2Nsb3Vka2V5bm9jbG91ZGtleQ nc@x"
+
+
+@pytest.mark.parametrize("keys", [
+    f"public-keys:\n  - {KEY}\n",
+    f"public-keys: '{KEY}'\n",
+    f"public-keys:\n  mine: {KEY}\n",
+    f"public_keys:\n  - {KEY}\n  - {KEY}\n",
+])
+def test_public_keys_in_meta_data(tmp_path: Path, keys: str) -> None:
+    (tmp_path / "user-data").write_bytes(USER_DATA)
+    (tmp_path / "meta-data").write_text(f"instance-id: iid-k\nlocal-hostname: nc-1\n{keys}")
+    data = NoCloudSource([tmp_path], dev_root=tmp_path / "dev").fetch()
+    assert data.public_keys == (KEY,)
+    assert data.metadata["local-hostname"] == "nc-1"
