@@ -58,7 +58,7 @@ def machine() -> dict[str, Any]:
                    "plus image when build/manifest.json exists].")
 @click.option("--duration", type=click.FloatRange(1, 600), default=None,
               help="Seconds per measured case [default: 10; --quick: 3].")
-@click.option("--rounds", type=click.IntRange(1, 20), default=2, show_default=True,
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="How many times the whole runtime comparison runs (median reported).")
 @click.option("--quick", is_flag=True,
               help="Short cases (3 s, 1 s warm-up, short idle waits): a sanity run.")

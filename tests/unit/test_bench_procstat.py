@@ -14,8 +14,9 @@ from lockgate.benchmarks.procstat import CpuTimes, ProcStat, parse_cpu_line, par
 
 
 def stat_line(pid: int, comm: str, ppid: int, utime: int = 0, stime: int = 0,
-              cutime: int = 0, cstime: int = 0, threads: int = 1, rss: int = 10) -> str:
-    fields = ["S", str(ppid), "1", "1", "0", "-1", "4194560", "100", "0", "0", "0",
+              cutime: int = 0, cstime: int = 0, threads: int = 1, rss: int = 10,
+              session: int = 1) -> str:
+    fields = ["S", str(ppid), str(session), str(session), "0", "-1", "4194560", "100", "0", "0", "0",
               str(utime), str(stime), str(cutime), str(cstime), "20", "0", str(threads), "0",
               "12345", "1000000", str(rss), "18446744073709551615"]
     return f"{pid} ({comm}) " + " ".join(fields) + " 0 0 0\n"
@@ -23,8 +24,8 @@ def stat_line(pid: int, comm: str, ppid: int, utime: int = 0, stime: int = 0,
 
 def test_comm_with_spaces_and_parentheses() -> None:
     stat = parse_stat(stat_line(42, "lockgate: wo) (rker 1", 7, utime=5, stime=3, cutime=2,
-                                cstime=1, threads=4, rss=99))
-    assert stat == ProcStat(42, "lockgate: wo) (rker 1", "S", 7, 5, 3, 2, 1, 4, 99)
+                                cstime=1, threads=4, rss=99, session=7))
+    assert stat == ProcStat(42, "lockgate: wo) (rker 1", "S", 7, 5, 3, 2, 1, 4, 99, session=7)
     assert stat.cpu_ticks == 11
 
 
@@ -120,3 +121,20 @@ def test_net_tcp_tells_queued_from_accepted_connections() -> None:
         "        0 147206 1 00000000288940c3 100 0 0 10 0\n")
     assert [(r.local_port, r.remote_port, r.state, r.inode) for r in rows] == [
         (8080, 50000, "01", 147206)]
+
+
+def test_alive_in_sessions_finds_a_started_session_and_nothing_else() -> None:
+    import os
+    import subprocess
+
+    from lockgate.benchmarks import procstat
+
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        found = procstat.alive_in_sessions({child.pid})
+        assert [s.pid for s in found] == [child.pid]
+        assert procstat.alive_in_sessions({os.getpid() + 10_000_000}) == []
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert procstat.alive_in_sessions({child.pid}) == []

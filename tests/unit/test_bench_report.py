@@ -160,3 +160,37 @@ def test_bad_options_fail_before_anything_runs(args: list[str], message: str) ->
     proc = subprocess.run([sys.executable, "-m", "lockgate.bench", *args],
                           capture_output=True, text=True, timeout=60, cwd=REPO, check=False)
     assert (proc.returncode, proc.stdout, proc.stderr.strip()) == (2, "", message)
+
+
+def test_idle_memory_ratio_and_per_round_spread() -> None:
+    from lockgate.benchmarks.idleconns import IdleRss
+
+    mib = 1024 * 1024
+    cases = [case(proxy, mode, rnd, requests=500_000, cpu_s=cpu, p99_ms=1.0)
+             for rnd, (ours, peer) in enumerate([(4.0, 5.0), (5.0, 5.0), (6.0, 5.0)], start=1)
+             for mode in ("http", "tcp")
+             for proxy, cpu in (("lockgate", ours), ("haproxy", peer))]
+    report = report_with(*cases, rounds=3)
+    # 1,000 idle connections: lockgate 10, 12, 9 MiB per 10k; HAProxy 10 each round.
+    for rnd, ours in ((1, 1.0), (2, 1.2), (3, 0.9)):
+        report.idle_rss.setdefault("lockgate", {})[rnd] = IdleRss(1000, 1000, 0, int(ours * mib))
+        report.idle_rss.setdefault("haproxy", {})[rnd] = IdleRss(1000, 1000, 0, mib)
+    report.started = {"nginx": [11], "haproxy": [12, 14], "lockgate": [13, 15]}
+    data = runtime.summary(report)
+    assert data["http_cpu_ratio"] == 1.0 and data["tcp_cpu_ratio"] == 1.0
+    assert data["http_cpu_ratio_rounds"] == [0.8, 1.0, 1.2]
+    assert data["http_cpu_ratio_spread"] == pytest.approx(0.4)
+    assert data["rss_idle_ratio"] == 1.0
+    assert data["rss_idle_ratio_rounds"] == [1.0, 1.2, 0.9]
+    assert data["rss_idle_ratio_spread"] == pytest.approx(0.3)
+    assert data["runtime_processes"] == {"nginx": [11], "haproxy": [12, 14],
+                                         "lockgate": [13, 15]}
+    # A round without an idle figure for one side: no ratio rather than a flattering one.
+    del report.idle_rss["lockgate"][2]
+    data = runtime.summary(report)
+    assert data["rss_idle_ratio"] is None
+    assert data["rss_idle_ratio_rounds"] == [1.0, None, 0.9]
+
+
+def test_default_is_three_interleaved_rounds() -> None:
+    assert runtime.RuntimeOptions().rounds >= 3

@@ -30,6 +30,7 @@ class ProcStat:
     cstime: int
     num_threads: int
     rss_pages: int
+    session: int = 0  # session id: the bench starts each server in a session of its own
 
     @property
     def cpu_ticks(self) -> int:
@@ -56,6 +57,7 @@ def parse_stat(text: str) -> ProcStat:
         pid=int(pid_text), comm=comm, state=fields[0], ppid=int(fields[1]),
         utime=int(fields[11]), stime=int(fields[12]), cutime=int(fields[13]),
         cstime=int(fields[14]), num_threads=int(fields[17]), rss_pages=int(fields[21]),
+        session=int(fields[3]),
     )
 
 
@@ -75,6 +77,13 @@ def all_stats() -> list[ProcStat]:
             if stat is not None:
                 found.append(stat)
     return found
+
+
+def alive_in_sessions(sessions: set[int]) -> list[ProcStat]:
+    """Processes still running in one of ``sessions`` (the leaders included): what a
+    server started with ``start_new_session`` left behind. Zombies do not count."""
+    return [s for s in all_stats()
+            if (s.session in sessions or s.pid in sessions) and s.state != "Z"]
 
 
 def descendants(root: int, stats: list[ProcStat]) -> list[ProcStat]:

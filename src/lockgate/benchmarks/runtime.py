@@ -25,6 +25,7 @@ from lockgate.benchmarks.report import (
     fmt,
     median,
     paired_median_ratio,
+    ratio,
     rounded,
     say,
     table,
@@ -49,7 +50,7 @@ MAX_ERROR_SHARE = 0.01  # more than 1 % failed requests: the case does not count
 class RuntimeOptions:
     duration_s: float = 10.0
     warmup_s: float = 2.0
-    rounds: int = 2
+    rounds: int = 3  # the headline ratios are medians of at least 3 interleaved rounds
     connections: int = 50
     idle_connections: int = 2000
     max_idle_wait_s: float = 30.0
@@ -109,8 +110,9 @@ class RuntimeReport:
     pinned_ok: bool
     lockgate_missing: str | None = None
     cases: list[Case] = field(default_factory=list)
-    idle_rss: dict[str, list[IdleRss]] = field(default_factory=dict)
+    idle_rss: dict[str, dict[int, IdleRss]] = field(default_factory=dict)  # proxy -> round ->
     notes: list[str] = field(default_factory=list)
+    started: dict[str, list[int]] = field(default_factory=dict)  # name -> pids (own sessions)
 
     def case(self, rnd: int, proxy: str, mode: str, workers: int) -> Case | None:
         for c in self.cases:
@@ -163,6 +165,7 @@ def run_runtime(opts: RuntimeOptions) -> RuntimeReport:
     all_cpus = set(cpus)
     with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as tmp, \
             nginx_backend(Path(tmp)) as (nginx, backend_port):
+        report.started.setdefault("nginx", []).append(nginx.pid)
         for rnd in range(1, opts.rounds + 1):
             order = proxies if rnd % 2 else list(reversed(proxies))
             for workers in opts.worker_counts:
@@ -172,6 +175,7 @@ def run_runtime(opts: RuntimeOptions) -> RuntimeReport:
                 say(f"round {rnd}/{opts.rounds}: {workers} worker(s)/thread(s), {where}")
                 for proxy in order:
                     with STARTERS[proxy](Path(tmp), workers, backend_port) as (child, ports):
+                        report.started.setdefault(proxy, []).append(child.pid)
                         procstat.set_tree_affinity(child.pid,
                                                    {cpus[0]} if pinned else all_cpus)
                         for mode in MODES:
@@ -193,7 +197,7 @@ def idle_rss(report: RuntimeReport, rnd: int, proxy: str, pid: int, port: int) -
         report.notes.append(f"round {rnd} {proxy} idle connections: {exc.format_message()}")
         say(f"  {proxy:<8} idle connections: FAILED: {exc.format_message()}")
         return
-    report.idle_rss.setdefault(proxy, []).append(rss)
+    report.idle_rss.setdefault(proxy, {})[rnd] = rss
     say(f"  {proxy:<8} {count} idle connections: {rss.per_10k_mib:.1f} MiB per 10k")
 
 
@@ -227,6 +231,15 @@ def _pairs(report: RuntimeReport, mode: str, workers: int,
     return pairs
 
 
+def _cpu(case: Case) -> float | None:
+    return case.cpu_us_per_request
+
+
+def _idle(report: RuntimeReport, proxy: str, rnd: int) -> float | None:
+    rss = report.idle_rss.get(proxy, {}).get(rnd)
+    return None if rss is None else rss.per_10k_mib
+
+
 def summary(report: RuntimeReport) -> dict[str, Any]:
     """The runtime part of the JSON line."""
     out: dict[str, Any] = {}
@@ -242,8 +255,20 @@ def summary(report: RuntimeReport) -> dict[str, Any]:
         out[f"tcp_p99_ratio{suffix}"] = rounded(paired_median_ratio(
             _pairs(report, "tcp", workers, lambda c: c.p99_ms)))
     out["rss_per_10k_idle_mib"] = {
-        proxy: rounded(median(r.per_10k_mib for r in runs), 1)
+        proxy: rounded(median(r.per_10k_mib for r in runs.values()), 1)
         for proxy, runs in report.idle_rss.items()}
+    idle_pairs = [(_idle(report, "lockgate", rnd), _idle(report, "haproxy", rnd))
+                  for rnd in range(1, report.options.rounds + 1)]
+    out["rss_idle_ratio"] = rounded(paired_median_ratio(idle_pairs))
+    # The headline ratios, round by round: how far apart the rounds are says how much
+    # a median of them can be trusted.
+    for key, pairs in (("http_cpu_ratio", _pairs(report, "http", 1, _cpu)),
+                       ("tcp_cpu_ratio", _pairs(report, "tcp", 1, _cpu)),
+                       ("rss_idle_ratio", idle_pairs)):
+        per_round = [rounded(ratio(a, b)) for a, b in pairs]
+        out[f"{key}_rounds"] = per_round
+        known = [r for r in per_round if r is not None]
+        out[f"{key}_spread"] = rounded(max(known) - min(known)) if known else None
     cases: dict[str, Any] = {}
     for workers in report.options.worker_counts:
         for mode in MODES:
@@ -270,6 +295,9 @@ def summary(report: RuntimeReport) -> dict[str, Any]:
         "idle_connections": report.options.idle_connections,
         "busy_during_runs_cores": rounded(median(c.other_cores for c in report.cases), 2),
     }
+    # What this run started (each in a session of its own), so a check for leftovers
+    # can look at exactly these and not at whatever else runs on the machine.
+    out["runtime_processes"] = {name: list(pids) for name, pids in report.started.items()}
     if report.lockgate_missing:
         out["lockgate_missing"] = report.lockgate_missing
     if report.notes:
