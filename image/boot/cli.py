@@ -31,6 +31,24 @@ def read_user_data(value: str | None) -> bytes | None:
     return value.encode()
 
 
+def read_ssh_key(path: Path | None) -> str | None:
+    """The one OpenSSH public key in ``path`` (``id_ed25519.pub`` and the like)."""
+    if path is None:
+        return None
+    from lockgate.firstboot.apply.access import clean_keys
+
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise BadInput(f"--ssh-key {path}: cannot read: {exc.strerror}") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    good, _ = clean_keys(lines)
+    if len(lines) != 1 or len(good) != 1:
+        raise BadInput(f"--ssh-key {path}: expected one OpenSSH public key line "
+                       "(TYPE BASE64 [comment]), e.g. ~/.ssh/id_ed25519.pub; not a private key")
+    return good[0]
+
+
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -51,6 +69,9 @@ def check_disk(image: Path) -> None:
                        "built .raw/.qcow2 image or the build folder")
 
 
+SSH_PORT = 22
+
+
 def _milestone(name: str, elapsed: float) -> None:
     click.echo(f"[{elapsed:6.1f} s] {name}")
 
@@ -65,6 +86,9 @@ def _milestone(name: str, elapsed: float) -> None:
               show_default=True)
 @click.option("--forward", "forwards", multiple=True, metavar="HOST:GUEST",
               help="Forward 127.0.0.1:HOST to the guest's TCP port (HOST 0: any free port).")
+@click.option("--ssh-key", "ssh_key_file", type=click.Path(path_type=Path), metavar="PUB",
+              help="Serve this public key the way the cloud serves SSH keys; log in as admin "
+                   "(guest port 22 is forwarded to a free port unless --forward says otherwise).")
 @click.option("--memory", "memory_mib", type=click.IntRange(256, 65536), default=1024,
               show_default=True, help="Guest memory in MiB.")
 @click.option("--persist", is_flag=True,
@@ -79,12 +103,16 @@ def _milestone(name: str, elapsed: float) -> None:
               help="Fail when the console prints nothing new for this many seconds while booting.")
 @click.option("--exit-after-ready", is_flag=True, help="Shut down once ready (for scripts).")
 def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards: tuple[str, ...],
-         memory_mib: int, persist: bool, accel: str, console_log: Path | None, timeout: float,
-         quiet_timeout: float, exit_after_ready: bool) -> None:
+         ssh_key_file: Path | None, memory_mib: int, persist: bool, accel: str,
+         console_log: Path | None, timeout: float, quiet_timeout: float,
+         exit_after_ready: bool) -> None:
     """Boot IMAGE (disk.raw or its build folder) in QEMU with an emulated cloud."""
     check_disk(image)
     data = read_user_data(user_data)
+    ssh_key = read_ssh_key(ssh_key_file)
     pairs = [parse_forward(f) for f in forwards]
+    if ssh_key and not any(guest == SSH_PORT for _, guest in pairs):
+        pairs.append((0, SSH_PORT))
     chosen, reason = choose_accel(Accel(accel))
     click.echo(f"accelerator: {reason}")
     click.echo(f"firmware: {firmware}, cloud: {cloud}")
@@ -94,7 +122,7 @@ def boot(image: Path, cloud: str, user_data: str | None, firmware: str, forwards
         with booted(image, cloud=cloud, user_data=data, firmware=firmware, forwards=pairs,
                     memory_mib=memory_mib, persist=persist, accel=chosen,
                     console_log=console_log, quiet_timeout=quiet_timeout,
-                    on_milestone=_milestone) as vm:
+                    on_milestone=_milestone, ssh_key=ssh_key) as vm:
             click.echo(f"console log: {vm.console_log}")
             if persist:
                 click.echo(f"writing to {image} itself (--persist)")
@@ -127,6 +155,9 @@ def _wait_ready(vm: Vm, timeout: float) -> None:
     for guest, host in sorted(vm.ports.items()):
         if guest not in (9070, 9090):
             click.echo(f"forwarded: 127.0.0.1:{host} -> guest port {guest}")
+    if SSH_PORT in vm.ports:
+        click.echo(f"SSH:       ssh -p {vm.ports[SSH_PORT]} admin@127.0.0.1 "
+                   f"(host name {vm.route.hostname or '-'})")
 
 
 class _Interrupted(Exception):

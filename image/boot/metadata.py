@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ AZURE_WIRE_ADDRESS = "168.63.129.16"
 METADATA_NET = "168.0.0.0/7"
 HOST_ADDRESS = "168.0.2.2"  # the host as the guest sees it: QEMU puts it at net | 0.0.2.2
 DEFAULT_HOST_ADDRESS = "10.0.2.2"  # the same on QEMU's default network
+NOCLOUD_HOSTNAME = "lockgate-nocloud"  # not the image's own name, so a boot shows it took
 BRIDGE = Path(__file__).with_name("bridge.py")
 
 
@@ -63,6 +64,7 @@ class MetadataRoute:
     uuid: str | None
     extra_disks: tuple[Path, ...]
     host_address: str  # the host as seen from the guest (for pool nodes on the host)
+    hostname: str | None = None  # the host name the cloud's metadata gives the guest
 
 
 def bridge_command(port: int) -> str:
@@ -91,36 +93,48 @@ def route_for(cloud: Cloud, emulator_port: int | None, cidata: Path | None) -> M
 
 @contextlib.contextmanager
 def serve_metadata(cloud: Cloud, user_data: bytes | None, workdir: Path,
-                   instance_id: str | None = None) -> Iterator[MetadataRoute]:
-    """Start the emulator for ``cloud`` (or write the CIDATA image) for the VM's lifetime."""
+                   instance_id: str | None = None,
+                   ssh_key: str | None = None) -> Iterator[MetadataRoute]:
+    """Start the emulator for ``cloud`` (or write the CIDATA image) for the VM's lifetime.
+
+    ``ssh_key`` (one OpenSSH public key line) is served the way that cloud serves SSH
+    keys: EC2's launch key pair (``public-keys/0/openssh-key``), a GCE ``ssh-keys``
+    instance attribute line ``admin:<key>``, Azure's ``compute.publicKeys``, NoCloud's
+    ``public-keys`` in meta-data."""
+    keys = [ssh_key] if ssh_key else []
     if cloud is Cloud.NOCLOUD:
         from lockgate.image.cloudemu.nocloud import default_meta_data, make_cidata_image
 
-        meta = default_meta_data(instance_id or "iid-lockgate-local")
+        meta = default_meta_data(instance_id or "iid-lockgate-local", NOCLOUD_HOSTNAME, keys)
         seed = make_cidata_image(workdir / "cidata.img", user_data or b"", meta)
-        yield route_for(cloud, None, seed)
+        yield replace(route_for(cloud, None, seed), hostname=NOCLOUD_HOSTNAME)
         return
-    emulator = _emulator(cloud, user_data, instance_id)
+    emulator, hostname = _emulator(cloud, user_data, instance_id, keys)
     with emulator:
-        yield route_for(cloud, emulator.port, None)
+        yield replace(route_for(cloud, emulator.port, None), hostname=hostname)
 
 
-def _emulator(cloud: Cloud, user_data: bytes | None, instance_id: str | None) -> Emulator:
+def _emulator(cloud: Cloud, user_data: bytes | None, instance_id: str | None,
+              keys: list[str]) -> tuple[Emulator, str]:
     ident: dict[str, Any] = {}  # the emulator's own default unless given
     if cloud is Cloud.EC2:
         from lockgate.image.cloudemu.ec2 import Ec2Imds
 
         if instance_id:
             ident["instance_id"] = instance_id
-        return Ec2Imds(user_data=user_data, **ident)
+        ec2 = Ec2Imds(user_data=user_data, ssh_keys=keys, **ident)
+        return ec2, ec2.hostname
     if cloud is Cloud.GCE:
         from lockgate.image.cloudemu.gce import GceMetadata
 
         if instance_id:
             ident["instance_id"] = instance_id
-        return GceMetadata(user_data=user_data, **ident)
+        attributes = {"ssh-keys": "".join(f"admin:{key}\n" for key in keys)} if keys else {}
+        gce = GceMetadata(user_data=user_data, attributes=attributes, **ident)
+        return gce, gce.hostname
     from lockgate.image.cloudemu.azure import AzureEmulator
 
     if instance_id:
         ident["vm_id"] = instance_id
-    return AzureEmulator(user_data=user_data, **ident)
+    azure = AzureEmulator(user_data=user_data, public_keys=keys, **ident)
+    return azure, azure.vm_name

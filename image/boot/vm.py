@@ -163,6 +163,7 @@ def booted(
     on_milestone: Callable[[str, float], None] | None = None,
     powerdown_timeout: float = 30.0,
     kernel_cmdline_extra: str | None = None,
+    ssh_key: str | None = None,
 ) -> Iterator[Vm]:
     """Boot ``image`` (a disk file or a build folder) and yield the running :class:`Vm`.
 
@@ -171,6 +172,8 @@ def booted(
     (bytes) so first boot can expand the data partition. ``kernel_cmdline_extra``
     is appended to the kernel command line of this boot only (written into the
     overlay's ESP; e.g. ``systemd.mask=lockgate.service`` for a bare-boot baseline).
+    ``ssh_key`` (an OpenSSH public key line) is served by the cloud's metadata the way
+    that cloud serves SSH keys; forward guest port 22 to log in as ``admin``.
     """
     cloud, firmware = Cloud(cloud), Firmware(firmware)
     chosen, reason = choose_accel(Accel(accel))
@@ -198,7 +201,7 @@ def booted(
         for host, guest in forwards:
             ports[guest] = host
         ports = {guest: host or free_port() for guest, host in ports.items()}
-        with serve_metadata(cloud, data, workdir, instance_id) as route:
+        with serve_metadata(cloud, data, workdir, instance_id, ssh_key) as route:
             spec = VmSpec(
                 disk=vm_disk, disk_format=disk_format, firmware=firmware, ovmf_vars=ovmf_vars,
                 accel=chosen, memory_mib=memory_mib, net=route.net,

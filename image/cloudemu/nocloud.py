@@ -9,7 +9,9 @@ guest finds it at ``/dev/disk/by-label/CIDATA``.
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from lockgate.proc import run
@@ -18,9 +20,13 @@ LABEL = "CIDATA"
 MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}  # our images have no real disk geometry
 
 
-def default_meta_data(instance_id: str = "iid-lockgate-local",
-                      hostname: str = "lockgate") -> bytes:
-    return f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n".encode()
+def default_meta_data(instance_id: str = "iid-lockgate-local", hostname: str = "lockgate",
+                      public_keys: Sequence[str] = ()) -> bytes:
+    """``meta-data`` as cloud-init's NoCloud reads it; keys as a ``public-keys`` list."""
+    text = f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
+    if public_keys:  # JSON strings are YAML double-quoted scalars
+        text += "public-keys:\n" + "".join(f"  - {json.dumps(k)}\n" for k in public_keys)
+    return text.encode()
 
 
 def make_cidata_image(

@@ -55,3 +55,22 @@ def test_cli_reports_bad_input_with_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--forward x:y" in result.output
     result = runner.invoke(boot, [str(tmp_path), "--cloud", "openstack"])
     assert result.exit_code == 2
+
+
+def test_ssh_key_file_must_be_one_public_key(tmp_path: Path) -> None:
+    from lockgate.image.boot.cli import read_ssh_key
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJvb3RjbGlrZXlib290Y2xpa2V5Ym9vdGNsaWtleQ me@h"
+    pub = tmp_path / "id.pub"
+    pub.write_text(key + "\n")
+    assert read_ssh_key(pub) == key
+    assert read_ssh_key(None) is None
+    private = tmp_path / "id"
+    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n"
+                       "-----END OPENSSH PRIVATE KEY-----\n")
+    for bad in (private, tmp_path / "absent.pub"):
+        with pytest.raises(BadInput, match="--ssh-key"):
+            read_ssh_key(bad)
+    runner = CliRunner()
+    result = runner.invoke(boot, [str(tmp_path), "--ssh-key", str(private)])
+    assert result.exit_code == 2 and "one OpenSSH public key" in result.output

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,35 @@ def test_make_cidata_image_has_the_files(tmp_path: Path) -> None:
     assert "CIDATA" in label
     make_cidata_image(image, "u=2")  # replaces an existing image
     assert image.stat().st_size == 1024 * 1024
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVtdWtleWVtdWtleWVtdWtleWVtdWtleWVtdWtleQ e@m"
+
+
+@pytest.mark.parametrize("cloud", ["ec2", "gce", "azure", "nocloud"])
+def test_boot_serves_the_ssh_key_as_each_cloud_does(cloud: str, tmp_path: Path) -> None:
+    """``lockgate image boot --ssh-key``: the guest's datasource finds the key and the
+    emulator's host name, read the way the appliance reads them."""
+    from lockgate.firstboot.datasources import get_source
+    from lockgate.image.boot.metadata import Cloud, serve_metadata
+
+    if cloud == "nocloud" and not (shutil.which("mcopy") and shutil.which("mkfs.vfat")):
+        pytest.skip("mtools and dosfstools are needed for the CIDATA image")
+    with serve_metadata(Cloud(cloud), b"password=x", tmp_path, None, KEY) as route:
+        url = f"http://127.0.0.1:{_port_of(route)}" if cloud != "nocloud" else ""
+        by_cloud: dict[str, dict[str, Any]] = {
+            "ec2": {"ec2": {"base_url": url}}, "gce": {"gce": {"base_urls": [url]}},
+            "azure": {"azure": {"imds_url": url, "wireserver_url": url,
+                                "ovf_path": tmp_path / "no-media"}},
+            "nocloud": {"nocloud": {"seed_dirs": [], "device": tmp_path / "cidata.img"}},
+        }
+        options = by_cloud[cloud]
+        data = get_source(cloud, **options).fetch(timeout=10)
+    assert data.public_keys == (KEY,)
+    assert route.hostname and data.metadata["local-hostname"] == route.hostname
+
+
+def _port_of(route: Any) -> int:
+    # The guestfwd command ends in the emulator's loopback port (socat or the bridge).
+    command = route.guestfwds[0].command
+    return int(command.rsplit(":", 1)[-1].split()[-1])
