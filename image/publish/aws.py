@@ -433,7 +433,12 @@ def publish(manifest: Manifest, *, dry_run: bool, region: str | None = None,
     for logger in ("botocore", "boto3", "s3transfer", "urllib3"):
         log = logging.getLogger(logger)
         log.setLevel(max(log.getEffectiveLevel(), logging.INFO))
-    session = session or boto3.session.Session(region_name=region)
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = session or boto3.session.Session(region_name=region)
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
+        raise BadInput(f"AWS configuration: {exc}") from None
     region = region or session.region_name
     if not region:
         raise BadInput("no AWS region: pass --region or set AWS_REGION (or a profile's region)")

@@ -14,6 +14,7 @@ import pytest
 from test_api_support import PASSWORD, Running, basic, running, write_users
 
 from lockgate.paths import StatePaths
+from lockgate.runtime import status
 from lockgate.runtime.listen import save_reserved_ports
 
 CONFIG = "/api/tm/1.0/config/active"
@@ -144,3 +145,22 @@ def test_json_with_parameters_is_accepted(server: Running) -> None:
                            auth=basic("admin", PASSWORD),
                            headers={"Content-Type": "Application/JSON; charset=utf-8"})
     assert reply.status == 201, reply.body
+
+
+def test_a_virtual_server_that_cannot_listen_shows_in_statistics_and_metrics(
+        server: Running) -> None:
+    reason = f"virtual_servers.site: cannot listen on {NOT_ON_HOST}:80: Cannot assign"
+    status.run_folder(server.state_dir).mkdir(parents=True, exist_ok=True)
+    status.write_worker_status(server.state_dir, 0, {"virtual_servers": {
+        "site": {"requests": 0, "state": "error", "error": reason, "listeners": 0,
+                 "listeners_failed": 1},
+        "ok": {"requests": 5, "state": "ok", "error": None, "listeners": 1,
+               "listeners_failed": 0}}, "pools": {}})
+    stats = server.api("GET", "/api/tm/1.0/status/local_tm/statistics/virtual_servers/site")
+    assert stats.status == 200
+    assert stats.json()["statistics"].items() >= {"state": "error", "error": reason,
+                                                  "listeners": 0, "listeners_failed": 1}.items()
+    metrics = server.api("GET", "/metrics").body.decode()
+    assert 'lockgate_virtual_server_up{virtual_server="site"} 0' in metrics
+    assert 'lockgate_listeners_failed{virtual_server="site"} 1' in metrics
+    assert 'lockgate_virtual_server_up{virtual_server="ok"} 1' in metrics

@@ -141,3 +141,48 @@ def test_unreadable_key_is_reported_in_metrics_and_status(tmp_path: Path) -> Non
             status_file = rt.state_dir / "runtime" / "run" / "worker-0.json"
             assert json.loads(status_file.read_text())["virtual_servers"]["secure"]["state"] \
                 == "error"
+
+
+def test_unreadable_key_replaced_is_picked_up_without_a_reload(tmp_path: Path) -> None:
+    secure = free_port()
+    cert, key = self_signed(tmp_path / "certs", "secure.test")
+    good_key = key.read_bytes()
+    key.chmod(0)  # unreadable (as root it still reads: then make it garbage instead)
+    if os.access(key, os.R_OK):
+        key.chmod(0o600)
+        key.write_text("garbage\n")
+    with backends("a") as (a,):
+        config = {"virtual_servers": {"secure": tls_vs(secure, cert, key)},
+                  "pools": {"web": pool_of(a.address)}}
+        with runtime(tmp_path, config) as rt:
+            rt.wait_status(lambda s: s["virtual_servers"]["secure"]["state"] == "error")
+            key.chmod(0o600)
+            key.write_bytes(good_key)
+            # failing objects are retried every few seconds: no reload needed
+            rt.wait_status(lambda s: s["virtual_servers"]["secure"]["state"] == "ok", timeout=15)
+            assert tls_get(secure, cert) == b"a"
+
+
+def test_management_port_in_a_config_file_is_skipped_and_reported(tmp_path: Path) -> None:
+    good = free_port()
+    with backends("a") as (a,):
+        config = {"virtual_servers": {"good": vs(good), "cluster": vs(9080)},
+                  "pools": {"web": pool_of(a.address)}}
+        with runtime(tmp_path, config) as rt:
+            assert rt.serving_line.split(" listen=")[1].startswith(f"127.0.0.1:{good} ")
+            snap = rt.wait_status(lambda s: s["virtual_servers"]["cluster"]["state"] == "error")
+            assert "9080 is a management port" in snap["virtual_servers"]["cluster"]["error"]
+            assert get(good, "/")[2] == b"a"
+
+
+def test_traffic_ip_not_raised_here_is_listened_on_ahead(tmp_path: Path) -> None:
+    """Bound with IP_FREEBIND: it takes traffic the moment the address is raised here."""
+    port = free_port()
+    with backends("a") as (a,):
+        config = {"virtual_servers": {"tip": vs(port, basic={"listen_on_hosts": [NOT_ON_HOST]})},
+                  "pools": {"web": pool_of(a.address)},
+                  "traffic_ip_groups": {"front": {"properties": {"basic": {
+                      "ipaddresses": [NOT_ON_HOST]}}}}}
+        with runtime(tmp_path, config) as rt:
+            assert f"listen={NOT_ON_HOST}:{port}" in rt.serving_line
+            rt.wait_status(lambda s: s["virtual_servers"]["tip"]["state"] == "ok")

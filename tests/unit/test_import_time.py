@@ -184,3 +184,29 @@ def test_firstboot_parse_command_does_not_import_the_image_builder() -> None:
     assert "lockgate.firstboot.userdata_cmd" in loaded
     assert not {m for m in loaded if m == "lockgate.image" or m.startswith("lockgate.image.")}
     assert not _top(loaded) & set(HEAVY)
+
+
+# Everything the appliance runs (units, console scripts, CLI groups): none of it may pull in
+# a cloud SDK, which only `lockgate image publish` imports (and the appliance never has).
+APPLIANCE_MODULES = ("lockgate.firstboot.service", "lockgate.firstboot.cli", "lockgate.firstboot.expand",
+                     "lockgate.firstboot.wizard", "lockgate.runtime.cli", "lockgate.runtime.serve",
+                     "lockgate.runtime.control", "lockgate.runtime.system_cli")
+CLOUD_SDKS = {"boto3", "botocore", "s3transfer", "google", "azure"}
+
+
+def test_appliance_paths_load_no_cloud_sdk() -> None:
+    loaded = _modules_after("\n".join(f"import {m}" for m in APPLIANCE_MODULES))
+    assert set(APPLIANCE_MODULES) <= loaded
+    assert not _top(loaded) & CLOUD_SDKS, sorted(_top(loaded) & CLOUD_SDKS)
+    assert not {m for m in loaded if m.startswith("lockgate.image")}
+
+
+@pytest.mark.parametrize("group", ["firstboot", "runtime", "system"])
+def test_appliance_command_groups_load_no_cloud_sdk(group: str) -> None:
+    loaded = _modules_after(
+        "import sys\n"
+        "from lockgate.cli import main\n"
+        f"sys.argv = ['lockgate', '{group}', '--help']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code"
+    )
+    assert not _top(loaded) & CLOUD_SDKS, sorted(_top(loaded) & CLOUD_SDKS)
