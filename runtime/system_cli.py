@@ -12,3 +12,8 @@ def group() -> None:
 from lockgate.runtime.system.cli import bundle_group  # noqa: E402  (registered after the group exists)
 
 group.add_command(bundle_group)
+
+from lockgate.runtime.system.cli import activate, rollback, rollback_helper, upgrade  # noqa: E402
+
+for _command in (upgrade, rollback, rollback_helper, activate):
+    group.add_command(_command)
