@@ -2,7 +2,9 @@
 
 Nothing that identifies one machine is baked in: /etc/machine-id is empty
 (systemd makes one at boot), SSH host keys are generated on the data
-partition at first boot, root's password stays locked. Everything that
+partition at first boot, root's password stays locked. The ``admin`` login
+account is in the image; its password and SSH keys are put in place at every
+boot by first boot (lockgate.firstboot.apply.access). Everything that
 changes at run time lives on the data partition (see lockgate.paths).
 """
 
@@ -14,14 +16,20 @@ from pathlib import Path
 
 import click
 
+from lockgate.firstboot.apply.access import ACCOUNT as ADMIN
+from lockgate.firstboot.apply.access import KEYS_DIR, SHADOW_BASE, SHADOW_NAME
 from lockgate.image import gpt
 from lockgate.image.build.context import Context
 from lockgate.image.build.install import VENV
 from lockgate.image.build.templates import render, systemd_escape_path
-from lockgate.paths import STATE_DIR
+from lockgate.paths import RUN_DIR, STATE_DIR
 from lockgate.proc import run
 
 SSH_ROOT = STATE_DIR / "ssh"  # ssh-keygen -A -f SSH_ROOT writes SSH_ROOT/etc/ssh/*
+ADMIN_HOME = STATE_DIR / "home" / ADMIN
+ADMIN_GROUPS = ("adm", "systemd-journal")  # read the logs and the journal without sudo
+ADMIN_COMMANDS = ("grub-set-default", "grub-reboot", "grub-editenv", "upgrade", "rollback",
+                  "rollback-helper", "upgrade-cluster")
 OWN_UNITS = ("lockgate-expand-data.service", "lockgate-ssh-keygen.service")
 PACKAGE_UNIT_DIRS = ("firstboot/units", "runtime/units")
 # Folders systemd's own services write to (logind's linger, timesyncd's clock,
@@ -138,7 +146,8 @@ def configure_network(context: Context) -> None:
            render("wait-online.conf.j2"))
     if (root / "usr/sbin/sshd").exists():
         _write(root, "/etc/ssh/sshd_config.d/lockgate.conf",
-               render("sshd-lockgate.conf.j2", ssh_root=str(SSH_ROOT)))
+               render("sshd-lockgate.conf.j2", ssh_root=str(SSH_ROOT), account=ADMIN,
+                      keys_dir=str(KEYS_DIR)))
 
 
 def install_units(context: Context) -> None:
@@ -175,12 +184,48 @@ def install_units(context: Context) -> None:
         run(["chroot", root, "systemctl", "mask", "--quiet", unit], env=context.env)
 
 
+def configure_admin(context: Context) -> None:
+    """The ``admin`` login (console and SSH; see lockgate.firstboot.apply.access): an
+    account whose home is on the data partition, sudo, the appliance's commands on its
+    PATH, and /etc/shadow made at every boot from the image's entries plus its password."""
+    root = context.rootfs
+    passwd = (root / "etc/passwd").read_text()
+    if not any(line.startswith(f"{ADMIN}:") for line in passwd.splitlines()):
+        present = {line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+        groups = ",".join(g for g in ADMIN_GROUPS if g in present)
+        run(["chroot", root, "useradd", "--no-create-home", "--home-dir", str(ADMIN_HOME),
+             "--shell", "/bin/bash", "--user-group", "--comment", "lockgate administrator",
+             *(["--groups", groups] if groups else []), ADMIN], env=context.env)
+    _write(root, "/etc/tmpfiles.d/lockgate-admin.conf",
+           render("tmpfiles-admin.conf.j2", state_dir=str(STATE_DIR), home=str(ADMIN_HOME),
+                  account=ADMIN))
+    if (root / "etc/sudoers.d").is_dir():
+        _write(root, "/etc/sudoers.d/lockgate-admin", render("sudoers-admin.j2", account=ADMIN),
+               0o440)
+    else:
+        click.echo("    warning: sudo is not in the image; admin cannot act as root", err=True)
+    # The reference product's commands on every PATH (login shells, "ssh host CMD", sudo's
+    # secure_path): Debian keeps GRUB's in /usr/sbin, lockgate's are in its venv.
+    for command in ADMIN_COMMANDS:
+        for folder in ("usr/sbin", "usr/bin", str(VENV / "bin").lstrip("/")):
+            if (root / folder / command).exists():
+                if not (root / "usr/local/bin" / command).exists():
+                    _symlink(root, f"/usr/local/bin/{command}", f"/{folder}/{command}")
+                break
+    shadow = root / "etc/shadow"
+    if not shadow.is_symlink():
+        base = root / str(SHADOW_BASE).lstrip("/")
+        os.replace(shadow, base)
+        _symlink(root, "/etc/shadow", str(RUN_DIR / SHADOW_NAME))
+
+
 def configure_system(context: Context) -> None:
     configure_identity(context)
     configure_boot_files(context)
     configure_mounts(context)
     configure_network(context)
     install_units(context)
+    configure_admin(context)
     build_data_tree(context)
 
 
