@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 
 import publish_artifacts as pa
 from azure_arm import FakeArm
+from blob_gate import BlobGate
 from emulators import emulator
 
 from lockgate.cli import root
@@ -101,7 +102,15 @@ def reader(url: str) -> Any:
 
 
 @pytest.fixture
-def arm(tmp_path: Path, azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArm]:
+def gate(azurite: str) -> Iterator[BlobGate]:
+    """Azurite behind the Put Page checks Azure makes and Azurite does not."""
+    with BlobGate(azurite) as running:
+        yield running
+
+
+@pytest.fixture
+def arm(tmp_path: Path, azurite: str, gate: BlobGate,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArm]:
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_USERNAME",
                  "AZURE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
                  "AZURE_AUTHORITY_HOST", "AZURE_SUBSCRIPTION_ID", "MSI_ENDPOINT", "MSI_SECRET",
@@ -111,7 +120,7 @@ def arm(tmp_path: Path, azurite: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
     with FakeArm(tmp_path, blob_reader=reader(azurite)) as fake:
         for key, value in fake.env().items():
             monkeypatch.setenv(key, value)
-        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(azurite))
+        monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(gate.url))
         yield fake
 
 
@@ -145,7 +154,8 @@ def image_name(build: Build) -> str:
 
 
 def test_publish_uploads_the_vhd_sparsely_and_makes_a_v2_image(build: Build, arm: FakeArm,
-                                                               azurite: str) -> None:
+                                                               azurite: str,
+                                                               gate: BlobGate) -> None:
     result = publish(build, arm)
     assert result.exit_code == 0, result.stderr
     name = image_name(build)
@@ -153,6 +163,7 @@ def test_publish_uploads_the_vhd_sparsely_and_makes_a_v2_image(build: Build, arm
     assert "MiB/s" in result.stderr and "all zero, skipped" in result.stderr
 
     blob = blob_of(azurite, f"{name}.vhd")
+    blob_uri = f"{gate.url}/{ACCOUNT}/{CONTAINER}/{name}.vhd"
     props = blob.get_blob_properties()
     assert props.blob_type == "PageBlob" and props.size == build.vhd.stat().st_size
     assert props.metadata["sha256"] == pa.sha256(build.vhd)
@@ -161,6 +172,8 @@ def test_publish_uploads_the_vhd_sparsely_and_makes_a_v2_image(build: Build, arm
     # (Azurite keeps adjacent ranges apart), and they are far less than the disk.
     ranges = [(r.start, r.end + 1) for r in blob.list_page_ranges()]
     assert ranges == nonzero_pages(build.vhd)
+    # ... and every Put Page passed the checks Azure makes (aligned, at most 4 MiB).
+    assert sorted((o, o + n) for o, n in gate.pages) == ranges and gate.refused == []
     assert sum(e - s for s, e in ranges) < props.size // 3
 
     puts = arm.requests("PUT", r"/providers/Microsoft\.Compute/images/")
@@ -169,7 +182,7 @@ def test_publish_uploads_the_vhd_sparsely_and_makes_a_v2_image(build: Build, arm
     assert body["location"] == "westeurope"
     assert body["properties"]["hyperVGeneration"] == "V2"
     assert body["properties"]["storageProfile"]["osDisk"] == {
-        "osType": "Linux", "osState": "Generalized", "blobUri": blob.url}
+        "osType": "Linux", "osState": "Generalized", "blobUri": blob_uri}
     assert body["tags"]["manifest-sha256"] == hashlib.sha256(build.manifest.read_bytes()).hexdigest()
     # The token came from the managed-identity endpoint and was sent (over TLS) to ARM.
     assert arm.requests("GET", r"^/msi/token")
@@ -256,7 +269,7 @@ def test_gallery_version_makes_the_definition_then_the_version(build: Build, arm
         "identifier": {"publisher": "lockgate", "offer": "lockgate-appliance", "sku": "lockgate"}}
     version = arm.requests("PUT", r"/versions/1\.2\.3\?")[0].body
     source = version["properties"]["storageProfile"]["osDiskImage"]["source"]
-    assert source["uri"] == blob_of(azurite, f"{image_name(build)}.vhd").url
+    assert source["uri"].endswith(f"/{ACCOUNT}/{CONTAINER}/{image_name(build)}.vhd")
     assert source["storageAccountId"] == (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
                                           f"Microsoft.Storage/storageAccounts/{ACCOUNT}")
     # Again: the version is found, nothing is made.
