@@ -312,7 +312,8 @@ class Worker:
                 if before.get(what) != reason:
                     log.error("worker %d: %s", self.slot, reason)
         for name in self.problems:
-            if name not in problems and name in self.vservers:
+            runtime = self.vservers.get(name)
+            if name not in problems and runtime is not None and runtime.config.enabled:
                 log.warning("worker %d: virtual_servers.%s: problem solved, listening",
                             self.slot, name)
 

@@ -82,6 +82,7 @@ def test_address_not_on_the_host_is_skipped_and_reported(tmp_path: Path) -> None
             assert notify_reload(rt.state_dir)
             rt.wait_status(lambda s: s["virtual_servers"]["bad"]["state"] == "ok")
             assert get(bad, "/")[2] == b"a"
+            assert any("virtual_servers.bad: problem solved" in line for line in rt.stderr_lines)
 
 
 def test_deleted_certificate_survives_worker_crash_and_serve_restart(tmp_path: Path) -> None:
