@@ -8,6 +8,7 @@ accepted, made a restarted worker exit 3 every second forever and a restart of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,11 +17,12 @@ import ssl
 import time
 from pathlib import Path
 
+import pytest
 from test_runtime_support import Runtime, backends, free_port, get, pool_of, runtime, vs
 
 from lockgate.runtime.config import ConfigStore
 from lockgate.runtime.tls import generate
-from lockgate.runtime.workers import notify_reload
+from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
 
 NOT_ON_HOST = "192.0.2.1"  # TEST-NET-1: never an address of a test machine
 
@@ -187,3 +189,22 @@ def test_traffic_ip_not_raised_here_is_listened_on_ahead(tmp_path: Path) -> None
         with runtime(tmp_path, config) as rt:
             assert f"listen={NOT_ON_HOST}:{port}" in rt.serving_line
             rt.wait_status(lambda s: s["virtual_servers"]["tip"]["state"] == "ok")
+
+
+def test_supervisor_keeps_going_when_workers_cannot_start(tmp_path: Path) -> None:
+    """With a management plane, workers that die while starting do not stop serve's start
+    (the REST API is how the operator repairs the cause); without one they do."""
+    store = tmp_path / "runtime" / "config.json"
+    store.parent.mkdir(parents=True)
+    store.write_text('{"version": 1, "tree": {')  # damaged after serve checked it
+
+    async def start(keep_going: bool) -> Supervisor:
+        supervisor = Supervisor(tmp_path, 1, grace=0.5)
+        await supervisor.startup(keep_going=keep_going)
+        await supervisor.shutdown()
+        return supervisor
+
+    with pytest.raises(WorkerStartError, match="worker 0 exited with status 3"):
+        asyncio.run(start(keep_going=False))
+    supervisor = asyncio.run(start(keep_going=True))
+    assert supervisor.ready == {}
