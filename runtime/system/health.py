@@ -226,7 +226,8 @@ def commit_boot(*, env_path: Path | None = None, cmdline_path: Path = boot.CMDLI
 
 def _reboot() -> None:
     run(["sync"], check=False)
-    run(["systemctl", "reboot"], check=False)
+    # --no-block: the reboot job stops this very service; don't wait on it.
+    run(["systemctl", "--no-block", "reboot"], check=False)
 
 
 def status_report(*, env_path: Path | None = None, cmdline_path: Path = boot.CMDLINE,

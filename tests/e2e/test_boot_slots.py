@@ -1,105 +1,56 @@
-"""Offline slot switch: a second version in root slot B, chosen with grub-editenv, boots.
+"""Slot switch on the running appliance: Debian's grub-set-default picks the version in slot B.
 
-Everything is done on a copy of the built image file, without mounting or
-loop devices: slot A's ext4 is copied, given a new filesystem UUID and a
-marker ``/etc/issue`` (debugfs), and written into slot B's offset; the slot B
-menu entry ``lockgate-<v2>`` goes on the ESP next to slot A's (mtools), and
-``grub-editenv`` on a copy of the ESP's grubenv makes it the default.
+Everything is prepared on a copy of the built image file, without mounting or
+loop devices (tests/e2e/slot_tools.py): slot A's ext4 is copied into slot B
+with a new filesystem UUID and a marker ``/etc/issue`` (debugfs), and slot B's
+menu entry ``lockgate-<v2>`` goes on the ESP next to slot A's (mtools), written
+by the same function the build and the upgrade tools use. A test-only unit in
+slot A then runs ``grub-set-default lockgate-<v2>`` on the booted appliance
+(Debian's own tool, writing the ESP's grubenv through /boot/grub) and reboots.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
+from slot_tools import MIB, STEP_PRELUDE, TOOLS, SlotDisk, copy_bytes, partitions, sh, step_unit
 
 from lockgate.image.boot.overlay import resolve_image
 from lockgate.image.boot.vm import booted
-from lockgate.image.grub import slot_entry
 
 # The first test also builds the image (session fixture), so allow for a cold build.
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 V2 = "0.2.0-e2e"
-MIB = 1024 * 1024
 GROW = 1024 * MIB
-MTOOLS = {"MTOOLS_SKIP_CHECK": "1"}
 
 
-def sh(*argv: str | Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    full_env = None
-    if env:
-        import os
-
-        full_env = {**os.environ, **env}
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{argv[0]} failed: {proc.stderr.strip()}"
-    return proc.stdout
-
-
-def partitions(disk: Path) -> dict[str, dict[str, object]]:
-    table = json.loads(sh("sfdisk", "--json", disk))["partitiontable"]
-    return {str(p["name"]): p for p in table["partitions"]}
-
-
-def copy_bytes(src: Path, src_offset: int, dst: Path, dst_offset: int, length: int) -> None:
-    sh("dd", f"if={src}", f"of={dst}", "bs=4M", "iflag=skip_bytes,count_bytes",
-       "oflag=seek_bytes", f"skip={src_offset}", f"seek={dst_offset}", f"count={length}",
-       "conv=notrunc,sparse", "status=none")
-
-
-def install_slot_b(disk: Path, work: Path) -> tuple[str, str]:
-    """Put version V2 into slot B and select it; returns (B's PARTUUID, issue marker)."""
-    parts = partitions(disk)
-    a, b, esp = parts["root-a"], parts["root-b"], parts["ESP"]
-    assert a["size"] == b["size"]
-    size = int(str(a["size"])) * 512
-    fs = work / "root-b.ext4"
-    copy_bytes(disk, int(str(a["start"])) * 512, fs, 0, size)
-    new_uuid = str(uuid.uuid4())
-    sh("e2fsck", "-fy", fs)
-    sh("tune2fs", "-U", new_uuid, fs)
-    marker = f"lockgate {V2} booted from root slot b"
-    issue = work / "issue"
-    issue.write_text(f"{marker} \\l\n\n")
-    sh("debugfs", "-w", "-R", "rm /etc/issue", fs)
-    sh("debugfs", "-w", "-R", f"write {issue} /etc/issue", fs)
-    copy_bytes(fs, 0, disk, int(str(b["start"])) * 512, size)
-
-    esp_ref = f"{disk}@@{int(str(esp['start'])) * 512}"
-    slot_a = sh("mtype", "-i", esp_ref, "::/grub/slot-a.cfg", env=MTOOLS)
-    b_fs_uuid = sh("blkid", "-o", "value", "-s", "UUID", work / "root-b.ext4")  # sanity: new UUID
-    assert b_fs_uuid.strip() == new_uuid
-    # The entry is written by the same function the build and the upgrade tools use.
-    linux = re.search(r"linux /boot/vmlinuz root=PARTUUID=\S+ ?(.*)", slot_a)
-    assert linux, slot_a
-    slot_b = slot_entry("b", V2, new_uuid, str(b["uuid"]).lower(), linux[1].strip())
-    assert f'--id "lockgate-{V2}"' in slot_b
-    (work / "slot-b.cfg").write_text(slot_b)
-    sh("mcopy", "-o", "-i", esp_ref, work / "slot-b.cfg", "::/grub/slot-b.cfg", env=MTOOLS)
-    grubenv = work / "grubenv"
-    sh("mcopy", "-o", "-i", esp_ref, "::/grub/grubenv", grubenv, env=MTOOLS)
-    sh("grub-editenv", grubenv, "set", f"saved_entry=lockgate-{V2}")
-    assert grubenv.stat().st_size == 1024
-    sh("mcopy", "-o", "-i", esp_ref, grubenv, "::/grub/grubenv", env=MTOOLS)
-    return str(b["uuid"]).lower(), marker
-
-
-def test_offline_slot_switch_boots_the_other_slot_and_the_data_partition_grows(appliance_image: Path, console_log: Path,
-                                                  tmp_path: Path) -> None:
-    for tool in ("sfdisk", "e2fsck", "tune2fs", "debugfs", "mtype", "mcopy", "grub-editenv",
-                 "blkid"):
+def test_grub_set_default_on_the_appliance_boots_the_other_slot_and_the_data_partition_grows(
+        appliance_image: Path, console_log: Path, tmp_path: Path) -> None:
+    for tool in TOOLS:
         if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
             pytest.fail(f"{tool} is missing (e2fsprogs, mtools, grub-common, fdisk)")
     disk = tmp_path / "slots.raw"
     sh("cp", "--sparse=always", resolve_image(appliance_image), disk)
-    partuuid_b, marker = install_slot_b(disk, tmp_path)
+    slots = SlotDisk(disk, tmp_path)
+    v1, _ = slots.slot_a_entry()
+    marker = f"lockgate {V2} booted from root slot b"
+    slot_b = slots.make_slot_b(V2, {"/etc/issue": (f"{marker} \\l\n\n", 0o644)})
+    step = STEP_PRELUDE + f"""
+if [ "$stage" = 0 ]; then
+    next 1
+    grub-set-default lockgate-{V2}
+    echo "e2e-step: grub-set-default done: $(grub-editenv list | tr '\\n' ' ')"
+    systemctl --no-block reboot
+fi
+"""
+    slots.enable_unit(slots.slot_a_target(), "lockgate-e2e-step.service",
+                      step_unit("e2e: grub-set-default to slot B, then reboot"),
+                      {"/usr/local/sbin/lockgate-e2e-step": (step, 0o755)})
+    assert slots.grubenv() == f"saved_entry=lockgate-{v1}\n"
     # The same boot also proves z-expand-logs-partition: a disk 1 GiB bigger than the image
     # (as a cloud disk would be) ends up with the data partition and its ext4 filling it.
     data_before = partitions(disk)["data"]
@@ -108,12 +59,19 @@ def test_offline_slot_switch_boots_the_other_slot_and_the_data_partition_grows(a
         fh.truncate(grown)
     with booted(disk, cloud="nocloud", firmware="bios", console_log=console_log, persist=True,
                 user_data=b"accept_license=y", powerdown_timeout=20) as vm:
-        vm.wait_for(f"Loading lockgate {V2} from root slot b", 180, what="GRUB loading slot B")
-        vm.wait_for(rf"Command line:.*root=PARTUUID={partuuid_b}", 120,
+        vm.wait_for(f"Loading lockgate {v1} from root slot a", 180, what="GRUB loading slot A")
+        done = vm.wait_for(rf"e2e-step: grub-set-default done: saved_entry=lockgate-{V2}", 400,
+                           what="grub-set-default run on the appliance")
+        at = done.end()
+        vm.wait_for(f"Loading lockgate {V2} from root slot b", 180, start=at,
+                    what="GRUB loading slot B after the reboot")
+        vm.wait_for(rf"Command line:.*root=PARTUUID={slot_b.partuuid}.*lockgate.entry="
+                    rf"lockgate-{V2} lockgate.slot=b lockgate.trial=0", 120, start=at,
                     what="the kernel command line naming slot B")
-        vm.wait_firstboot(300)
-        vm.wait_for(marker, 120, what="slot B's /etc/issue on the serial getty")
-        assert "from root slot a" not in vm.console_text
+        vm.wait_for(marker, 300, start=at, what="slot B's /etc/issue on the serial getty")
+        vm.wait_for(f"lockgate-boot: running lockgate {V2} \\(slot b\\), the default", 120,
+                    start=at, what="the boot check naming the running version")
+    assert slots.grubenv() == f"saved_entry=lockgate-{V2}\n"
     assert_data_partition_grew(disk, data_before, grown, tmp_path)
 
 
