@@ -129,6 +129,8 @@ def _check_space(machine: Machine, bundle: bundles.Bundle, target: Slot) -> None
     if rootfs.uncompressed_size > target.partition.size:
         raise Failure(f"{bundle.path}: the root filesystem is {rootfs.uncompressed_size / MiB:.0f}"
                       f" MiB; slot {target.name} holds {target.partition.size / MiB:.0f} MiB")
+    if not machine.state.base.is_dir():
+        raise Failure(f"{machine.state.base} is missing: the data partition is not mounted")
     need = configs.config_size(machine.state) + CONFIG_MARGIN
     free = shutil.disk_usage(machine.state.base).free
     if free < need:
