@@ -8,6 +8,7 @@ Attackers use other loopback addresses (127.0.0.2 ...) as other client IPs.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import queue
@@ -304,3 +305,77 @@ def test_pipelining_client_that_never_reads_does_not_grow_the_supervisor(tmp_pat
             while _HELD:
                 _HELD.pop().close()
         assert grown_mib < 4.0, f"supervisor RSS grew {grown_mib:.1f} MiB"
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_half_sent_head_gets_408_and_half_sent_body_too(state: Path) -> None:
+    limits = Limits(header_timeout=0.5, body_timeout=0.5)
+    with running(state, limits=limits) as run:
+        tls = _tls(run, _connect(run.rest_port))
+        tls.sendall(b"GET /api/tm/1.0 HTTP/1.1\r\nHost: x\r\n")
+        began = time.monotonic()
+        answer = _read_until_closed(tls, 5.0)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"http.request_timeout" in answer
+        assert time.monotonic() - began < 3.0
+        tls.close()
+        tls = _tls(run, _connect(run.rest_port))
+        tls.sendall(b"PUT /api/tm/1.0/config/active/pools/p HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 100\r\n\r\n{\"prop")
+        answer = _read_until_closed(tls, 5.0)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        tls.close()
+        assert run.mgmt.rest.counters["timeout_head"] == 1
+        assert run.mgmt.rest.counters["timeout_body"] == 1
+
+
+def test_a_connection_whose_answers_sit_unread_is_closed(state: Path) -> None:
+    limits = Limits(idle_timeout=1.0, write_buffer_high=4096)
+    with running(state, limits=limits) as run:
+        tls = _tls(run, _connect(run.admin_port))
+        tls.settimeout(1.0)
+        with contextlib.suppress(TimeoutError):
+            for _ in range(200):  # ~1.3 KiB answers: far past 4 KiB plus the socket buffers
+                tls.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+        time.sleep(2.5)  # the stall limit (1 s) and some: the server has given up by now
+        received = 0
+        tls.settimeout(1.0)
+        try:
+            while chunk := tls.recv(65536):
+                received += len(chunk)
+        except TimeoutError:
+            pytest.fail("the server still holds a connection whose answers sit unread")
+        except OSError:
+            pass  # reset: also closed
+        tls.close()
+        assert run.mgmt.admin.counters["timeout_write"] == 1
+        assert received < 20000 * 1000  # it stopped answering long before the last request
+
+
+def test_an_admin_ui_session_counts_as_authenticated(state: Path) -> None:
+    limits = Limits(header_timeout=60.0, max_connections=50, max_connections_per_ip=2)
+    with running(state, limits=limits) as run:
+        login = run.request("POST", "/login", "username=admin&password=" + PASSWORD,
+                            port=run.admin_port,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        cookie = login.headers["set-cookie"].split(";")[0]
+        kept = _tls(run, _connect(run.admin_port))
+        request = f"GET / HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode()
+        kept.sendall(request)
+        first = http.client.HTTPResponse(kept)
+        first.begin()
+        assert first.status == 200 and b"Log out" in first.read()
+        with _slow_clients(run.admin_port, ["127.0.0.1"], 6):
+            kept.sendall(request)
+            again = http.client.HTTPResponse(kept)
+            again.begin()
+            assert again.status == 200
+            again.read()
+        kept.close()
