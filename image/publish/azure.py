@@ -135,6 +135,14 @@ class Result:
     created: bool
     upload: Summary | None
     page_ranges: list[tuple[int, int]] | None = None  # (offset, length) of each Put Page
+    size: int = 0  # the VHD's size
+
+    @property
+    def pages_skipped_share(self) -> float:
+        """The share of the VHD's 512-byte pages never sent (all zeros)."""
+        if not self.page_ranges or not self.size:
+            return 0.0
+        return 1 - sum(length for _, length in self.page_ranges) / self.size
 
 
 def hyper_v_generation(firmware: str) -> str:
@@ -380,7 +388,8 @@ class _Publisher:
             self._gallery_version(compute, blob.url)
         else:
             self._image(compute, blob.url)
-        return Result(self._what(), created=True, upload=summary, page_ranges=ranges)
+        return Result(self._what(), created=True, upload=summary, page_ranges=ranges,
+                      size=plan.size)
 
     def _what(self) -> str:
         plan = self.plan
@@ -439,17 +448,22 @@ class _Publisher:
 
         ranges: list[tuple[int, int]] = []
 
-        def put(block: Block) -> None:
+        def put(block: Block) -> int:
             start, end = _trim(block.data)
             # BlockScan yields only blocks with data; the trim keeps at least one page.
             self._api("blob.putPage", lambda: blob.upload_page(
                 block.data[start:end], offset=block.offset + start, length=end - start))
-            ranges.append((block.offset + start, end - start))
+            ranges.append((block.offset + start, end - start))  # list.append is atomic
+            return end - start
 
         self.calls.call("blob", "putPage", url=blob.url, max_range=MAX_PUT, align=PAGE)
         progress = Progress(f"upload {plan.blob_name}", plan.size)
         summary = parallel_upload(BlockScan(plan.artifact, MAX_PUT), put,
                                   workers=self.workers, progress=progress)
+        written = sum(length for _, length in ranges)
+        click.echo(f"azure: {len(ranges)} Put Page calls wrote {written / MiB:.1f} MiB; "
+                   f"{100 * (1 - written / plan.size):.1f} % of the 512-byte pages were zero "
+                   "and never sent", err=True)
         self.calls.call("blob", "setMetadata", url=blob.url, sha256=plan.artifact_sha256)
         # Written last: the metadata is what marks the upload complete for a re-run.
         self._api("blob.setMetadata", lambda: blob.set_blob_metadata(

@@ -360,17 +360,18 @@ class BlockScan:
             self.zero_blocks += self.blocks - read
 
 
-def parallel_upload(scan: BlockScan, put: Callable[[Block], None], *, workers: int,
+def parallel_upload(scan: BlockScan, put: Callable[[Block], int | None], *, workers: int,
                     progress: Progress) -> Summary:
     """``put`` every non-zero block from ``workers`` threads, at most 2×workers blocks in
     memory; the first failure stops the rest (blocks not yet started are cancelled) and
-    is raised."""
+    is raised. ``put`` may return the bytes it really sent (Azure trims a block's zero
+    pages); None means the whole block."""
     inflight: set[Future[None]] = set()
     reported = 0
 
     def one(block: Block) -> None:
-        put(block)
-        progress.advance(len(block.data), len(block.data), zero=False)
+        sent = put(block)
+        progress.advance(len(block.data), len(block.data) if sent is None else sent, zero=False)
 
     def count_zero_blocks() -> None:
         nonlocal reported

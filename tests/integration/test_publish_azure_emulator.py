@@ -174,6 +174,8 @@ def test_publish_uploads_the_vhd_sparsely_and_makes_a_v2_image(build: Build, arm
     assert ranges == nonzero_pages(build.vhd)
     # ... and every Put Page passed the checks Azure makes (aligned, at most 4 MiB).
     assert sorted((o, o + n) for o, n in gate.pages) == ranges and gate.refused == []
+    skipped = 100 * (1 - sum(e - s for s, e in ranges) / props.size)
+    assert f"{skipped:.1f} % of the 512-byte pages" in result.stderr
     assert sum(e - s for s, e in ranges) < props.size // 3
 
     puts = arm.requests("PUT", r"/providers/Microsoft\.Compute/images/")
@@ -297,3 +299,17 @@ def test_missing_gallery_is_one_line(build: Build, arm: FakeArm) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: azure: galleryImages.createOrUpdate failed: 404 "
                            "ParentResourceNotFound")
+
+
+def test_pages_go_up_in_parallel(arm: FakeArm, gate: BlobGate, azurite: str,
+                                 tmp_path: Path) -> None:
+    # 8 blocks of data, 4 workers: the gate sees more than one Put Page at a time.
+    data = [(i * 4 * MiB + 512, 4 * MiB - 1024) for i in range(8)]
+    raw = pa.make_raw(tmp_path / "big.raw", size=40 * MiB, data=data)
+    vhd = pa.make_vhd(raw, tmp_path)
+    manifest = pa.write_manifest(tmp_path, {"vhd": vhd})
+    result = publish(Build(manifest, vhd), arm)
+    assert result.exit_code == 0, result.stderr
+    assert gate.max_in_flight >= 2
+    assert len(gate.pages) == 8 + 1  # the data blocks and the footer's page
+    assert gate.refused == []
