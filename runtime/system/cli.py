@@ -7,6 +7,8 @@ command names) are the same click commands as ``lockgate system upgrade`` etc.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -132,11 +134,15 @@ def upgrade(bundle: str, no_restart: bool, allow_downgrade: bool, trusted: tuple
     from lockgate.runtime.system.upgrade import install
 
     machine = make_machine(disk, esp, state_dir, cmdline_path, release, keys_dir)
-    source = fetch_bundle(bundle, machine)
-    result = install(machine, source, trusted_keys(trusted, keys_dir),
-                     allow_unsigned=bundles.unsigned_allowed(allow_unsigned),
-                     allow_downgrade=allow_downgrade, say=lambda s: click.echo(s),
-                     tty=sys.stdout.isatty())
+    source, downloaded = fetch_bundle(bundle, machine)
+    try:
+        result = install(machine, source, trusted_keys(trusted, keys_dir),
+                         allow_unsigned=bundles.unsigned_allowed(allow_unsigned),
+                         allow_downgrade=allow_downgrade, say=lambda s: click.echo(s),
+                         tty=sys.stdout.isatty())
+    finally:
+        if downloaded:
+            source.unlink(missing_ok=True)
     click.echo(f"upgrade to {result.version} ready in {result.total_s:.1f} s")
     if no_restart:
         click.echo(f"--no-restart: reboot when convenient; the next boot tries {result.entry} once")
@@ -144,14 +150,46 @@ def upgrade(bundle: str, no_restart: bool, allow_downgrade: bool, trusted: tuple
     reboot(result.entry)
 
 
-def fetch_bundle(source: str, machine: Machine) -> Path:
-    if "://" in source:
-        raise BadInput(f"{source}: downloading bundles is not supported yet; copy the file to "
-                       f"the appliance (scp) and give its path")
-    path = Path(source)
-    if not path.is_file():
-        raise BadInput(f"{source}: no such file")
-    return path
+MAX_BUNDLE = 8 * 1024 * MiB
+
+
+def fetch_bundle(source: str, machine: Machine) -> tuple[Path, bool]:
+    """A local bundle file; a URL is first downloaded onto the data partition (streamed,
+    never in memory). Returns the file and whether it is a download to delete after."""
+    if "://" not in source:
+        path = Path(source)
+        if not path.is_file():
+            raise BadInput(f"{source}: no such file")
+        return path, False
+    from lockgate.files import make_dirs
+    from lockgate.http import UrlError, download
+
+    folder = machine.state.base / "upgrade"
+    make_dirs(folder, 0o700)
+    target = folder / "download.upgrade"
+
+    def room(length: int | None) -> None:
+        free = shutil.disk_usage(folder).free
+        if length is not None and length + 16 * MiB > free:
+            raise Failure(f"{source}: {length / MiB:.0f} MiB to download; the data partition "
+                          f"has {free / MiB:.0f} MiB free")
+
+    click.echo(f"downloading {source} ...")
+    started = time.monotonic()
+    try:
+        with target.open("wb") as out:
+            size = download(source, out, max_bytes=MAX_BUNDLE, on_length=room)
+            out.flush()
+            os.fsync(out.fileno())
+    except UrlError as exc:
+        target.unlink(missing_ok=True)
+        raise Failure(str(exc)) from exc
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    seconds = time.monotonic() - started
+    click.echo(f"downloaded {size / MiB:.1f} MiB in {seconds:.1f} s")
+    return target, True
 
 
 WARNING = ("Please note that the older version will not gain any of the configuration "

@@ -31,9 +31,10 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 log = logging.getLogger("lockgate.http")
@@ -356,3 +357,55 @@ def read_url(
 def fingerprint_pinned_request(url: str, fingerprint: str, **kwargs: object) -> Response:
     """:func:`read_url` against a self-signed HTTPS server pinned by SHA-1 fingerprint."""
     return read_url(url, pin_sha1=fingerprint, **kwargs)  # type: ignore[arg-type]
+
+
+def download(url: str, target: BinaryIO, *, max_bytes: int, timeout: float = 30.0,
+             headers: Mapping[str, str] | None = None,
+             ssl_context: ssl.SSLContext | None = None,
+             on_length: Callable[[int | None], None] | None = None) -> int:
+    """GET ``url`` and stream its body into ``target`` (never held in memory); one try.
+
+    For files too big for :func:`read_url` (upgrade bundles). ``on_length`` sees the
+    announced Content-Length (or None) before any byte is written, so a caller can
+    refuse for lack of space first. Returns the bytes written; a non-2xx reply, a
+    body cut short or longer than ``max_bytes`` raises :class:`UrlError`.
+    """
+    started = time.monotonic()
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+
+    def fail(message: str) -> UrlError:
+        return UrlError(f"{url}: {message}", url=url, tries=1,
+                        elapsed=time.monotonic() - started, last_problem=message)
+
+    try:
+        conn = _connect(parts.scheme, parts.hostname or "", parts.port, timeout, ssl_context,
+                        None)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        if not 200 <= resp.status < 300:
+            raise fail(f"HTTP {resp.status} {resp.reason}")
+        length_header = resp.getheader("Content-Length")
+        length = int(length_header) if length_header and length_header.isdigit() else None
+        if length is not None and length > max_bytes:
+            raise fail(f"{length} bytes announced; at most {max_bytes} accepted")
+        if on_length is not None:
+            on_length(length)
+        size = 0
+        while chunk := resp.read1(1024 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise fail(f"more than {max_bytes} bytes")
+            target.write(chunk)
+        if length is not None and size != length:
+            raise fail(f"cut short: {size} of {length} bytes")
+        return size
+    except (OSError, http.client.HTTPException) as exc:
+        raise fail(_describe(exc)) from exc
+    finally:
+        conn.close()

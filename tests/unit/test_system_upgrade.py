@@ -10,11 +10,16 @@ appliance writes them when udev has no by-partuuid link.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -343,3 +348,39 @@ def test_versions_order_as_people_read_them() -> None:
     assert version_key("1.0") > version_key("1.0~rc1")
     assert version_key("2.0.0-e2e") > version_key("2.0.0")
     assert version_key("2.0.0") > version_key("1.99")
+
+
+@contextlib.contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    """A real HTTP server on a loopback port the kernel picks, serving ``folder``."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_upgrade_from_a_url_downloads_onto_the_data_partition_first(
+        appliance: Appliance, assets: dict[str, Path]) -> None:
+    with serving(assets["2.0.0"].parent) as base:
+        missing = appliance.cli("upgrade", f"{base}/nothing.upgrade", "--no-restart",
+                                "--trusted-key", assets["pub"])
+        assert missing.returncode == 1 and "HTTP 404" in one_line(missing)
+        assert appliance.read_partition(appliance.b) == b"\xab" * SLOT_SIZE
+        proc = appliance.cli("upgrade", f"{base}/{assets['2.0.0'].name}", "--no-restart",
+                             "--trusted-key", assets["pub"])
+    assert proc.returncode == 0, proc.stderr
+    assert "downloaded" in proc.stdout
+    assert appliance.read_partition(appliance.b, FS_SIZE) == assets["fs-2.0.0"].read_bytes()
+    assert not (appliance.state.base / "upgrade/download.upgrade").exists()
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
