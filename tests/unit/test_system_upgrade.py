@@ -10,6 +10,7 @@ appliance writes them when udev has no by-partuuid link.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hashlib
@@ -29,6 +30,7 @@ from lockgate.paths import StatePaths
 from lockgate.runtime.system import boot, slots
 from lockgate.runtime.system import bundle as bundles
 from lockgate.runtime.system.keys import generate, load_private, load_public
+from lockgate.runtime.system.rest import PREFIX, Reply, SystemApi
 from lockgate.runtime.system.upgrade import install, version_key
 
 MiB = 1024 * 1024
@@ -384,3 +386,76 @@ def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
+
+
+# ------------------------------------------------------------------ REST handlers
+
+def rest_api(appliance: Appliance, assets: dict[str, Path]) -> tuple[SystemApi, list[str]]:
+    reboots: list[str] = []
+    api = SystemApi(lambda: appliance.machine, lambda: [load_public(assets["pub"])],
+                    reboots.append)
+    return api, reboots
+
+
+def upload(api: SystemApi, bundle: Path, query: str) -> tuple[Reply, list[int]]:
+    """Feed the bundle in 64 KiB pieces as the HTTP server would; the file on the data
+    partition grows with each piece (the body is never gathered in memory)."""
+    sink = api.upload({"content-length": str(bundle.stat().st_size)})
+    sizes = []
+    with bundle.open("rb") as f:
+        while chunk := f.read(65536):
+            sink.write(chunk)
+            sizes.append(sink.path.stat().st_size)
+    return asyncio.run(api.install_upload(sink, query)), sizes
+
+
+def test_rest_upload_installs_a_bundle_streamed_to_the_data_partition(
+        appliance: Appliance, assets: dict[str, Path]) -> None:
+    api, reboots = rest_api(appliance, assets)
+    reply, sizes = upload(api, assets["2.0.0"], "restart=false")
+    assert sizes[0] == 65536 and sizes == sorted(sizes)
+    assert reply.status == 200, reply.document
+    assert isinstance(reply.document, dict) and reply.document["version"] == "2.0.0"
+    assert appliance.read_partition(appliance.b, FS_SIZE) == assets["fs-2.0.0"].read_bytes()
+    assert appliance.env["next_entry"] == "lockgate-2.0.0"
+    assert not (appliance.state.base / "upgrade/upload.upgrade").exists()
+    assert reboots == []
+
+
+def test_rest_refuses_a_tampered_upload_and_writes_nothing(appliance: Appliance,
+                                                          assets: dict[str, Path]) -> None:
+    api, reboots = rest_api(appliance, assets)
+    reply, _ = upload(api, assets["tampered"], "")
+    assert reply.status == 422
+    assert isinstance(reply.document, dict) and "changed after" in reply.document["error_text"]
+    assert appliance.read_partition(appliance.b) == b"\xab" * SLOT_SIZE
+    assert not (appliance.state.base / "upgrade/upload.upgrade").exists()
+    assert reboots == []
+
+
+def test_rest_lists_switches_and_rolls_back(appliance: Appliance,
+                                           assets: dict[str, Path]) -> None:
+    install(appliance.machine, assets["2.0.0"], [load_public(assets["pub"])],
+            architecture="amd64", say=lambda s: None)
+    api, reboots = rest_api(appliance, assets)
+
+    async def scenario() -> list[Reply]:
+        listed = await api.handle("GET", f"{PREFIX}/versions", b"")
+        missing = await api.handle("PUT", f"{PREFIX}/versions/default",
+                                   b'{"version": "7.0.0", "restart": false}')
+        switched = await api.handle("PUT", f"{PREFIX}/versions/default",
+                                    b'{"version": "2.0.0", "restart": false}')
+        back = await api.handle("POST", f"{PREFIX}/rollback", b"")
+        await asyncio.sleep(1.3)  # the reboot follows the reply
+        return [listed, missing, switched, back]
+
+    listed, missing, switched, back = asyncio.run(scenario())
+    assert isinstance(listed.document, list)
+    assert [v["version"] for v in listed.document] == ["1.0.0", "2.0.0"]
+    assert missing.status == 422
+    assert switched.status == 200
+    # Rolling back from 1.0.0 (running) goes to the other installed version, 2.0.0.
+    assert back.status == 200 and isinstance(back.document, dict)
+    assert back.document["version"] == "2.0.0"
+    assert appliance.env["saved_entry"] == "lockgate-2.0.0"
+    assert reboots == ["lockgate-2.0.0"]
