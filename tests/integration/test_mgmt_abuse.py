@@ -379,3 +379,11 @@ def test_an_admin_ui_session_counts_as_authenticated(state: Path) -> None:
             assert again.status == 200
             again.read()
         kept.close()
+
+
+def test_the_issues_520_slow_tls_clients_with_the_default_limits(state: Path) -> None:
+    # Issue 10 as reported: 512 slow TLS clients locked the admin out of both ports.
+    with running(state) as run, _slow_clients(run.rest_port, ["127.0.0.2"], 520):
+        assert len(run.mgmt.rest.connections) <= Limits().max_connections_per_ip
+        assert _admin_get(run, run.rest_port, "127.0.0.9") == 200
+        assert _admin_get(run, run.rest_port, "127.0.0.2") == 200
