@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -419,27 +420,33 @@ def copy_to(aws: Aws, manifest: Manifest, image: str, name: str, region: str,
     return target, new
 
 
-def publish(manifest: Manifest, *, dry_run: bool, region: str | None = None,
-            name: str | None = None, via_s3: bool = False, bucket: str | None = None,
-            copy_to_regions: list[str] | None = None, share_with: list[str] | None = None,
-            public: bool = False, workers: int = 16, session: Any = None) -> dict[str, str]:
-    """Publish and print ``<region> <ami-id>`` lines on stdout; returns them as a dict.
-
-    ``session`` is a boto3 Session to use instead of a new one (tests hook its events)."""
+def aws_session(region: str | None, session: Any) -> Any:
     import boto3
+    from botocore.exceptions import BotoCoreError
 
     # botocore's debug log prints request headers, session token included: keep it quiet
     # even under `lockgate -vv`.
     for logger in ("botocore", "boto3", "s3transfer", "urllib3"):
         log = logging.getLogger(logger)
         log.setLevel(max(log.getEffectiveLevel(), logging.INFO))
-    from botocore.exceptions import BotoCoreError
-
     try:
-        session = session or boto3.session.Session(region_name=region)
+        return session or boto3.session.Session(region_name=region)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
         raise BadInput(f"AWS configuration: {exc}") from None
-    region = region or session.region_name
+
+
+def publish(manifest: Manifest, *, dry_run: bool, region: str | None = None,
+            name: str | None = None, via_s3: bool = False, bucket: str | None = None,
+            copy_to_regions: list[str] | None = None, share_with: list[str] | None = None,
+            public: bool = False, workers: int = 16, session: Any = None) -> dict[str, str]:
+    """Publish and print ``<region> <ami-id>`` lines on stdout; returns them as a dict.
+
+    ``session`` is a boto3 Session to use instead of a new one (tests hook its events).
+    A dry run with the region known (``--region``, ``AWS_REGION``) loads no SDK."""
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not (dry_run and region and session is None):
+        session = aws_session(region, session)
+        region = region or session.region_name
     if not region:
         raise BadInput("no AWS region: pass --region or set AWS_REGION (or a profile's region)")
     plan = DryRun(dry_run)

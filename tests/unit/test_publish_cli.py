@@ -34,6 +34,13 @@ def test_help_imports_no_cloud_sdk(argv: tuple[str, ...]) -> None:
     assert not loaded_after(*argv) & set(HEAVY)
 
 
+def test_aws_dry_run_with_a_region_loads_no_sdk(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    loaded = loaded_after("image", "publish", "aws", "--manifest", str(manifest), "--dry-run",
+                          "--region", "eu-west-1")
+    assert not loaded & set(HEAVY)
+
+
 def test_every_cloud_has_manifest_and_dry_run() -> None:
     runner = CliRunner()
     for cloud in ("aws", "gce", "azure"):
@@ -56,13 +63,18 @@ def test_bad_input_is_one_error_line(tmp_path: Path) -> None:
     assert bad_account.exit_code == 2 and "12 digits" in bad_account.output
 
 
-def test_aws_dry_run_needs_no_credentials_and_names_the_region(tmp_path: Path) -> None:
-    disk = tmp_path / "d.raw"
+def write_manifest(folder: Path) -> Path:
+    disk = folder / "d.raw"
     disk.write_bytes(b"\0" * 4096)
-    manifest = tmp_path / "manifest.json"
+    manifest = folder / "manifest.json"
     manifest.write_text(json.dumps({"version": "1", "firmware": "bios", "disk": {"size": 4096},
                                     "artifacts": [{"format": "raw", "path": "d.raw", "size": 4096,
                                                    "sha256": "0" * 64}]}))
+    return manifest
+
+
+def test_aws_dry_run_needs_no_credentials_and_names_the_region(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
     env: dict[str, str | None] = {
         "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SESSION_TOKEN": None,
@@ -75,7 +87,7 @@ def test_aws_dry_run_needs_no_credentials_and_names_the_region(tmp_path: Path) -
                                 "--dry-run", "--region", "eu-central-1"], env=env)
     assert done.exit_code == 0, done.output
     assert "BootMode='legacy-bios'" in done.output
-    bad_profile = runner.invoke(root, ["image", "publish", "aws", "--manifest", str(manifest),
-                                       "--dry-run"], env={**env, "AWS_PROFILE": "nosuch"})
+    bad_profile = runner.invoke(root, ["image", "publish", "aws", "--manifest", str(manifest)],
+                                env={**env, "AWS_PROFILE": "nosuch"})
     assert bad_profile.exit_code == 2
     assert bad_profile.output.strip().splitlines()[-1].startswith("error: AWS configuration:")
