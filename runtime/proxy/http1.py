@@ -313,11 +313,13 @@ class RequestReader:
                 raise ProtocolError(400)
             if b"x-forwarded-for" in named:
                 head.xff = None  # the client's own, named hop-by-hop: gone; ours is added
-        if parser.should_upgrade():  # what llhttp will pause on: the two must agree
-            if not head.upgrade or head.has_body:
-                raise ProtocolError(400)
-        else:
-            head.upgrade = None  # an Upgrade header without "Connection: upgrade" is ignored
+        # llhttp pauses after a request with both an Upgrade header and "Connection: upgrade"
+        # (CONNECT was refused above); the two must agree on which requests those are.
+        if head.upgrade is not None:
+            if not parser.should_upgrade():
+                head.upgrade = None  # Upgrade without "Connection: upgrade", or the reverse
+            elif not head.upgrade or head.has_body:
+                raise ProtocolError(400)  # its body and what follows could not be told apart
         self.events.append((HEAD, head))
 
     def on_body(self, body: bytes) -> None:
