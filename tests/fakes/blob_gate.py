@@ -58,6 +58,7 @@ class BlobGate:
         self.pages: list[tuple[int, int]] = []  # (offset, length) of each accepted Put Page
         self.refused: list[tuple[int, str]] = []
         self.max_in_flight = 0
+        self.deny_writes = False  # answer every PUT 403 AuthorizationPermissionMismatch
         self._in_flight = 0
         self._lock = threading.Lock()
         gate = self
@@ -97,20 +98,14 @@ class BlobGate:
         query = parse_qs(urlsplit(handler.path).query)
         is_put_page = (method == "PUT" and query.get("comp") == ["page"]
                        and headers.get("x-ms-page-write", "").lower() == "update")
+        if method == "PUT" and self.deny_writes:
+            self._refuse(handler, 403, "AuthorizationPermissionMismatch",
+                         "This request is not authorized to perform this operation using this permission.")
+            return
         if is_put_page:
             error = page_error(headers, len(body))
             if error:
-                status, code, message = error
-                with self._lock:
-                    self.refused.append((status, code))
-                data = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
-                        f"<Message>{message}</Message></Error>").encode()
-                handler.send_response(status)
-                handler.send_header("x-ms-error-code", code)
-                handler.send_header("Content-Type", "application/xml")
-                handler.send_header("Content-Length", str(len(data)))
-                handler.end_headers()
-                handler.wfile.write(data)
+                self._refuse(handler, *error)
                 return
             with self._lock:
                 self._in_flight += 1
@@ -124,6 +119,19 @@ class BlobGate:
                 with self._lock:
                     self._in_flight -= 1
                     self.pages.append((int(m.group(1)), int(m.group(2)) - int(m.group(1)) + 1))
+
+    def _refuse(self, handler: BaseHTTPRequestHandler, status: int, code: str,
+                message: str) -> None:
+        with self._lock:
+            self.refused.append((status, code))
+        data = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+                f"<Message>{message}</Message></Error>").encode()
+        handler.send_response(status)
+        handler.send_header("x-ms-error-code", code)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
     def _forward(self, handler: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
         upstream = http.client.HTTPConnection(self._host, self._port, timeout=60)

@@ -313,3 +313,17 @@ def test_pages_go_up_in_parallel(arm: FakeArm, gate: BlobGate, azurite: str,
     assert gate.max_in_flight >= 2
     assert len(gate.pages) == 8 + 1  # the data blocks and the footer's page
     assert gate.refused == []
+
+
+def test_storage_write_denied_is_one_line_naming_the_action(build: Build, arm: FakeArm,
+                                                              gate: BlobGate) -> None:
+    gate.deny_writes = True
+    result = publish(build, arm)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [result.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith(
+        "error: access denied: the Azure credentials lack the "
+        "Microsoft.Storage/storageAccounts/blobServices/containers/"
+        "write permission (AuthorizationPermissionMismatch")
+    assert not arm.requests("PUT")

@@ -225,3 +225,14 @@ def test_bios_image_without_gve_claims_neither_uefi_nor_gvnic(emulator: str,
         body = fake.requests("POST", r"/global/images$")[0].body
     assert [f["type"] for f in body["guestOsFeatures"]] == ["VIRTIO_SCSI_MULTIQUEUE"]
     assert body["family"] == "lockgate-bios"
+
+
+def test_storage_emulator_host_is_honoured(build: Build, emulator: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # No --storage-endpoint: google-cloud-storage's own setting points at the emulator.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+    with FakeCompute(storage_url=emulator) as fake:
+        result = publish(build, "--compute-endpoint", fake.url)
+        assert result.exit_code == 0, result.stderr
+    blob = next(iter(client(emulator).list_blobs(BUCKET)))
+    assert hashlib.sha256(blob.download_as_bytes()).hexdigest() == pa.sha256(build.tar)
