@@ -266,7 +266,11 @@ class _Connection(asyncio.Protocol):
                 if not chunk:
                     break
                 self.pending += chunk
-        except ssl.SSLZeroReturnError:  # the client's close_notify: answer what is queued
+        except ssl.SSLZeroReturnError:
+            # The client's close_notify: answer what it sent before it (as far as the
+            # queue takes), then close.
+            self._flush_tls()
+            self._feed()
             self.closing = True
             self.wakeup.set()
         except ssl.SSLError as exc:

@@ -387,3 +387,16 @@ def test_the_issues_520_slow_tls_clients_with_the_default_limits(state: Path) ->
         assert len(run.mgmt.rest.connections) <= Limits().max_connections_per_ip
         assert _admin_get(run, run.rest_port, "127.0.0.9") == 200
         assert _admin_get(run, run.rest_port, "127.0.0.2") == 200
+
+
+def test_a_request_followed_by_close_notify_is_answered(state: Path) -> None:
+    with running(state) as run:
+        tls = _tls(run, _connect(run.rest_port))
+        tls.sendall(f"GET /api/tm/1.0 HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: {basic('admin', PASSWORD)}\r\n\r\n".encode())
+        # close_notify right behind the request; unwrap() then waits for the server's.
+        # The answer arriving first is what shows the request was served (a server that
+        # dropped it would just send its own close_notify, and unwrap() would succeed).
+        with pytest.raises(ssl.SSLError, match="APPLICATION_DATA_AFTER_CLOSE_NOTIFY"):
+            tls.unwrap()
+        tls.close()
