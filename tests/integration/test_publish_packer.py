@@ -57,6 +57,7 @@ def test_aws_template_publishes_a_build_to_moto(tmp_path: Path, moto: str) -> No
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two builds; cold (no cache/ yet) each takes minutes
 def test_local_template_builds_what_lockgate_image_build_builds(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """packer build packer/local.pkr.hcl and `lockgate image build` with the same inputs
