@@ -61,12 +61,15 @@ def import_config(store: ConfigStore, config_file: Path | None, force: bool = Fa
 
 async def serve(state_dir: Path, workers: int, grace: float, management: dict[str, Any] | None,
                 reserved: tuple[int, ...] = MANAGEMENT_PORTS) -> None:
+    """``management``: host, rest_port, admin_port, and optionally control_port and
+    member_name for the cluster service (replication, joins)."""
     supervisor = Supervisor(state_dir, workers, grace, reserved)
     try:
         await supervisor.startup(keep_going=management is not None)
     except WorkerStartError as exc:
         raise Failure(str(exc)) from None
     mgmt = None
+    cluster = None
     try:
         details = (f"virtual_servers={len(ConfigStore(state_dir).load().virtual_servers)} "
                    f"workers={workers} listen={','.join(supervisor.listening) or '-'} "
@@ -80,9 +83,20 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
             except OSError as exc:
                 raise Failure(f"cannot start the REST API/Admin UI: {exc}") from None
             details += " " + mgmt.describe()
+            if management.get("control_port") is not None:
+                from lockgate.runtime.cluster.service import start_cluster
+
+                try:
+                    cluster = await start_cluster(state_dir, mgmt, management["host"],
+                                                  management["control_port"],
+                                                  management.get("member_name"))
+                except OSError as exc:
+                    raise Failure(f"cannot start cluster control: {exc}") from None
         print(f"lockgate-runtime: serving {details}", flush=True)
         await supervisor.main_loop()
     finally:
+        if cluster is not None:
+            await cluster.close()
         if mgmt is not None:
             await mgmt.close()
         await supervisor.shutdown()
@@ -100,16 +114,20 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
               help="Seconds in-flight requests get to finish on SIGTERM.")
 @click.option("--rest-port", type=click.IntRange(0, 65535), default=9070, show_default=True)
 @click.option("--admin-port", type=click.IntRange(0, 65535), default=9090, show_default=True)
+@click.option("--control-port", type=click.IntRange(0, 65535), default=9080, show_default=True,
+              help="Cluster control (configuration replication).")
+@click.option("--member-name", help="This member's name in a cluster [default: host name].")
 @click.option("--management-host", default="", help="Address for REST/Admin [default: all].")
 @click.option("--no-management", is_flag=True, help="Only the proxy: no REST API or Admin UI.")
 def serve_command(config_file: Path | None, state_dir: Path, workers: int | None, grace: float,
-                  rest_port: int, admin_port: int, management_host: str,
-                  no_management: bool) -> None:
+                  rest_port: int, admin_port: int, control_port: int, member_name: str | None,
+                  management_host: str, no_management: bool) -> None:
     """Run the traffic manager (proxy workers, REST API, Admin UI)."""
     store = ConfigStore(state_dir)
     # No virtual server may take a management port, whether or not this serve runs the
     # management plane: it starts after the workers and must always find its ports free.
-    reserved = MANAGEMENT_PORTS if no_management else reserved_ports(rest_port, admin_port)
+    reserved = (MANAGEMENT_PORTS if no_management
+                else reserved_ports(rest_port, admin_port, control_port))
     with store_errors(store):
         import_config(store, config_file)
         try:
@@ -119,7 +137,8 @@ def serve_command(config_file: Path | None, state_dir: Path, workers: int | None
         save_reserved_ports(state_dir, reserved)  # for the REST API's checks
     count = workers or config.workers or os.cpu_count() or 1
     management = None if no_management else {
-        "host": management_host, "rest_port": rest_port, "admin_port": admin_port}
+        "host": management_host, "rest_port": rest_port, "admin_port": admin_port,
+        "control_port": control_port, "member_name": member_name}
     import uvloop
 
     uvloop.run(serve(state_dir, count, grace, management, reserved))

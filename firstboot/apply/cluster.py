@@ -6,8 +6,12 @@ the runtime carries out when it starts. The record never holds a password:
 the join authenticates as ``user`` with the admin password first boot just
 stored, and the record says so (``"password": "admin-password"``).
 
-If the runtime offers ``lockgate.runtime.cluster.join(root, intent, password)``
-it is called directly instead; if that fails the join is recorded as pending.
+The runtime's hook ``lockgate.runtime.cluster.join(root, intent, password)``
+keeps the password the join needs in a root-only file (0600) on the data
+partition until the runtime's join succeeds, then the runtime deletes it; the
+runtime retries a failing join with backoff without ever blocking the boot,
+and writes each attempt's outcome into the record (``status``, ``attempts``,
+``last_error``), shown by :func:`join_status_line`. See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -80,22 +84,37 @@ def _runtime_join() -> Any:
     return getattr(module, "join", None)
 
 
+def join_status_line(root: Path) -> str | None:
+    """One line on the cluster join for ``lockgate firstboot status``, or None."""
+    record = pending_join(root)
+    if record is None:
+        return None
+    line = f"cluster join of {record.get('host')}:{record.get('port')}: {record.get('status')}"
+    if record.get("attempts"):
+        line += f" after {record['attempts']} attempt(s)"
+    if record.get("last_error"):
+        line += f"; last error: {record['last_error']}"
+    if record.get("fingerprint") == "unsafe":
+        line += "; WARNING: the member's certificate is not checked (fingerprint 'unsafe')"
+    return line
+
+
 def apply_cluster(ctx: ApplyContext, settings: Settings) -> StepResult:
     intent = JoinIntent.from_settings(settings)
     if intent is None:
         return StepResult(NAME, Outcome.SKIPPED, "no cluster_host in user-data")
     where = f"{intent.host}:{intent.port}"
-    join = _runtime_join()
-    if join is not None and settings.password is not None:
-        try:
-            join(ctx.root, intent, settings.password)
-        except Exception as exc:  # the join is retried by the runtime from the record
-            log.warning("cluster join with %s failed: %s", where, type(exc).__name__)
-            record_pending_join(ctx.root, intent)
-            return StepResult(NAME, Outcome.WARNING, f"joining {where} failed "
-                              f"({type(exc).__name__}); recorded as pending for the runtime")
-        return StepResult(NAME, Outcome.OK, f"joined the cluster at {where}")
+    if intent.fingerprint == "unsafe":
+        log.warning("cluster join with %s: cluster_fingerprint=unsafe, the member's "
+                    "certificate will NOT be checked", where)
     record_pending_join(ctx.root, intent)
-    note = "" if settings.password is not None else (
-        "; no password in user-data, so the join waits for the admin password to be set")
-    return StepResult(NAME, Outcome.OK, f"join of {where} recorded for the runtime{note}")
+    join = _runtime_join()
+    if settings.password is None:
+        return StepResult(NAME, Outcome.OK, f"join of {where} recorded for the runtime; no "
+                          "password in user-data, so the join waits for the admin password "
+                          "to be set")
+    if join is None:
+        return StepResult(NAME, Outcome.OK, f"join of {where} recorded for the runtime")
+    join(ctx.root, intent, settings.password)  # keeps the password (0600) for the runtime
+    return StepResult(NAME, Outcome.OK, f"join of {where} recorded: the runtime joins when it "
+                      "starts and retries with backoff (lockgate runtime cluster)")

@@ -20,11 +20,12 @@ from lockgate.runtime import metrics
 from lockgate.runtime.api.auth import Authenticator, Outcome, parse_basic
 from lockgate.runtime.api.http import Request, Response
 from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError, fill_document
-from lockgate.runtime.config.store import ConfigNotFound, ConfigStore
+from lockgate.runtime.config.store import ConfigNotFound, ConfigStore, StaleVersion
 from lockgate.runtime.listen import address_is_local, ip_literal, load_reserved_ports, traffic_ips
 
 ROOT = "/api/tm/1.0"
 CONFIG = f"{ROOT}/config/active"
+CLUSTER = f"{ROOT}/cluster"
 STATS = f"{ROOT}/status/local_tm/statistics"
 STAT_KINDS = ("virtual_servers", "pools")
 REALM = 'Basic realm="lockgate", charset="UTF-8"'
@@ -48,6 +49,10 @@ class RestApi:
         self.snapshot = snapshot
         self.openapi = openapi
         self._store_lock = asyncio.Lock()
+        # Set by ``lockgate runtime serve`` when it runs the cluster service
+        # (lockgate.runtime.cluster.service): join, members, replication status.
+        self.cluster: Any = None
+        self.replicator: Any = None
 
     async def __call__(self, request: Request) -> Response:
         denied = await self._authenticate(request)
@@ -61,6 +66,8 @@ class RestApi:
             return _only(method, "GET") or Response.json(200, self.openapi)
         if path == CONFIG or path.startswith(CONFIG + "/"):
             return await self._config(method, path[len(CONFIG):].strip("/"), request)
+        if path == CLUSTER or path.startswith(CLUSTER + "/"):
+            return await self._cluster(method, path[len(CLUSTER):].strip("/"), request)
         if path == STATS or path.startswith(STATS + "/"):
             return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
         index = {"/api/tm": children("/api/tm", ["1.0"]),
@@ -107,10 +114,14 @@ class RestApi:
             return Response.json(200, children(f"{CONFIG}/{kind}", names))
         if method == "GET":
             return await self._get(kind, name)
+        expect, bad = _if_match(request)
+        if bad is not None:
+            return bad
         if method == "PUT":
-            return _unsupported_media(request) or await self._put(kind, name, request.body)
+            return _unsupported_media(request) or await self._put(kind, name, request.body,
+                                                                  expect)
         if method == "DELETE":
-            return await self._delete(kind, name)
+            return await self._delete(kind, name, expect)
         return _method_not_allowed("GET, PUT, DELETE")
 
     async def _in_store(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -121,12 +132,20 @@ class RestApi:
         if not NAME_RE.fullmatch(name):
             return _not_found(f"{CONFIG}/{kind}/{name}")
         try:
-            document = await self._in_store(self.store.get, kind, name)
+            version, document = await self._in_store(self._get_versioned, kind, name)
         except ConfigNotFound:
             return _not_found(f"{CONFIG}/{kind}/{name}")
-        return Response.json(200, document)
+        return Response.json(200, document, headers=[("ETag", f'"{version}"')])
 
-    async def _put(self, kind: str, name: str, body: bytes) -> Response:
+    def _get_versioned(self, kind: str, name: str) -> tuple[int, Any]:
+        """The object and the configuration version it was read at (one file read)."""
+        version, tree = self.store.snapshot()
+        if name not in tree[kind]:
+            raise ConfigNotFound(f"{kind}.{name}", "no such object")
+        return version, tree[kind][name]
+
+    async def _put(self, kind: str, name: str, body: bytes,
+                   expect: int | None = None) -> Response:
         try:
             document = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
@@ -151,10 +170,12 @@ class RestApi:
                 if kind == "virtual_servers":
                     warnings = await asyncio.to_thread(self._check_listen, name, filled)
                 existed = name in await asyncio.to_thread(self.store.list, kind)
-                await asyncio.to_thread(self.store.put, kind, name, document)
+                await asyncio.to_thread(self.store.put, kind, name, document, expect)
                 stored = await asyncio.to_thread(self.store.get, kind, name)
             except NotOnHost as exc:
                 return _invalid(exc)
+            except StaleVersion as exc:
+                return Response.error(409, "config.stale", str(exc), {"field": exc.field})
             except ConfigError as exc:  # does not fit with the rest of the configuration
                 return Response.error(409, "config.conflict", str(exc), {"field": exc.field})
         return Response.json(200 if existed else 201,
@@ -192,16 +213,60 @@ class RestApi:
                                      "host, or to a traffic IP group to listen on a traffic IP")
         return warnings
 
-    async def _delete(self, kind: str, name: str) -> Response:
+    async def _delete(self, kind: str, name: str, expect: int | None = None) -> Response:
         if not NAME_RE.fullmatch(name):
             return _not_found(f"{CONFIG}/{kind}/{name}")
         try:
-            await self._in_store(self.store.delete, kind, name)
+            await self._in_store(self.store.delete, kind, name, expect)
         except ConfigNotFound:
             return _not_found(f"{CONFIG}/{kind}/{name}")
+        except StaleVersion as exc:
+            return Response.error(409, "config.stale", str(exc), {"field": exc.field})
         except ConfigError as exc:  # still referenced by another object
             return Response.error(409, "config.in_use", str(exc), {"field": exc.field})
         return Response(204)
+
+    # ---- cluster ---------------------------------------------------------------------------
+    async def _cluster(self, method: str, rest: str, request: Request) -> Response:
+        """``GET cluster`` (members, no secret), ``POST cluster/join`` (a new member, see
+        lockgate.runtime.cluster.join), ``DELETE cluster/members/NAME``."""
+        from lockgate.runtime.cluster.join import JoinRefused
+
+        service = self.cluster
+        if service is None:
+            return Response.error(503, "cluster.not_running",
+                                  "this process does not run the cluster service")
+        try:
+            if not rest:
+                if method != "GET":
+                    return _method_not_allowed("GET")
+                described = await asyncio.to_thread(service.describe)
+                if self.replicator is not None:
+                    described["links"] = self.replicator.status()
+                return Response.json(200, described)
+            if rest == "join":
+                if method != "POST":
+                    return _method_not_allowed("POST")
+                bad = _unsupported_media(request)
+                if bad is not None:
+                    return bad
+                try:
+                    given = json.loads(request.body)
+                except ValueError:
+                    return Response.error(400, "json.parse_error", "request body is not valid JSON")
+                if not isinstance(given, dict):
+                    return Response.error(400, "cluster.bad_request", "expected a JSON object")
+                answer = await self._in_store(service.accept, given, request.client)
+                return Response.json(200, answer)
+            kind, _, name = rest.partition("/")
+            if kind == "members" and name and "/" not in name:
+                if method != "DELETE":
+                    return _method_not_allowed("DELETE")
+                await self._in_store(service.remove, name)
+                return Response(204)
+        except JoinRefused as exc:
+            return Response.error(exc.status, exc.error_id, str(exc))
+        return _not_found(f"{CLUSTER}/{rest}")
 
     # ---- status --------------------------------------------------------------------------
     async def _stats(self, rest: str) -> Response:
@@ -222,6 +287,19 @@ class RestApi:
         snap = await asyncio.to_thread(self.snapshot)
         version = await asyncio.to_thread(lambda: self.store.version)
         return Response(200, metrics.render(snap, version).encode(), metrics.CONTENT_TYPE)
+
+
+def _if_match(request: Request) -> tuple[int | None, Response | None]:
+    """``If-Match: "N"`` (the ETag of a GET): change only if the configuration is still at
+    version N, else 409 -- how a client avoids overwriting another's change."""
+    given = request.headers.get("if-match")
+    if given is None:
+        return None, None
+    text = given.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        return None, Response.error(400, "http.bad_if_match",
+                                    'If-Match must be an ETag from a GET: "<version>"')
+    return int(text), None
 
 
 def _unsupported_media(request: Request) -> Response | None:

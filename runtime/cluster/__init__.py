@@ -9,7 +9,19 @@ nothing heavy (asyncio servers, TLS) is imported until it is used.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from lockgate.runtime.cluster.state import ClusterState, Member, load_cluster, save_cluster
 
-__all__ = ["ClusterState", "Member", "load_cluster", "save_cluster"]
+__all__ = ["ClusterState", "Member", "join", "load_cluster", "save_cluster"]
+
+
+def join(root: Path, intent: Any, password: str) -> None:
+    """First boot's hook: keep the password (0600, data partition) for the runtime,
+    which carries out the join recorded by first boot, with retries. First boot
+    itself never waits on the network for it."""
+    from lockgate.runtime.cluster.join import queue_join
+
+    queue_join(root, intent, password)
 

@@ -36,6 +36,16 @@ class ConfigNotFound(ConfigError):
     """No object of that kind and name (the REST layer answers 404)."""
 
 
+class StaleVersion(ConfigError):
+    """The change was based on an older configuration version (the REST layer answers 409)."""
+
+
+def tree_digest(tree: dict[str, Any]) -> str:
+    """A content hash of a tree: the tie-break between two versions of one number
+    (cluster replication, docs/cluster.md)."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a user's YAML or JSON config file into a normalised tree."""
     try:
@@ -87,24 +97,35 @@ class ConfigStore:
             raise ConfigNotFound(f"{kind}.{name}", "no such object") from None
         return document
 
+    def snapshot(self) -> tuple[int, dict[str, Any]]:
+        """Version and tree read together (one file read)."""
+        data = self._read()
+        return int(data["version"]), data["tree"]
+
     def tree(self) -> dict[str, Any]:
         """The whole normalised tree (kind -> name -> document, plus "settings")."""
         tree: dict[str, Any] = self._read()["tree"]
         return tree
 
     # ---- changing ------------------------------------------------------------------------
-    def put(self, kind: str, name: str, document: dict[str, Any]) -> int:
-        """Create or replace one object; returns the new version."""
+    def put(self, kind: str, name: str, document: dict[str, Any],
+            expect_version: int | None = None) -> int:
+        """Create or replace one object; returns the new version.
+
+        ``expect_version``: the version the change was based on; a store that has
+        moved on since raises :class:`StaleVersion` (no lost update)."""
         _check_kind(kind)
         filled = fill_document(kind, name, document)
         with self._locked() as data:
+            _check_version(data, f"{kind}.{name}", expect_version)
             tree = copy.deepcopy(data["tree"])
             tree[kind][name] = filled
             return self._commit(data, tree)
 
-    def delete(self, kind: str, name: str) -> int:
+    def delete(self, kind: str, name: str, expect_version: int | None = None) -> int:
         _check_kind(kind)
         with self._locked() as data:
+            _check_version(data, f"{kind}.{name}", expect_version)
             tree = copy.deepcopy(data["tree"])
             if name not in tree[kind]:
                 raise ConfigNotFound(f"{kind}.{name}", "no such object")
@@ -118,6 +139,23 @@ class ConfigStore:
         """Replace everything with an already normalised tree (from a file)."""
         with self._locked() as data:
             return self._commit(data, copy.deepcopy(tree), imported)
+
+    def install(self, version: int, tree: dict[str, Any], force: bool = False) -> bool:
+        """Take a whole configuration from a cluster peer at exactly ``version``.
+
+        Taken only when (version, digest) is newer than what the store holds, so
+        every member ends on the same configuration whatever order pushes arrive
+        in; ``force`` takes it anyway (a joining member adopts the cluster's).
+        Returns whether it was taken."""
+        tree = normalise_tree(copy.deepcopy(tree), "replicated configuration")
+        with self._locked() as data:
+            mine = (int(data["version"]), tree_digest(data["tree"]))
+            if not force and (version, tree_digest(tree)) <= mine:
+                return False
+            parse_config(tree, version)
+            record = {"version": version, "tree": tree, "imported": data.get("imported")}
+            atomic_write(self.path, json.dumps(record, indent=1, sort_keys=True).encode())
+            return True
 
     def import_file(self, path: Path, force: bool = False) -> int | None:
         """Import ``path`` unless the store already holds it or something newer.
@@ -154,6 +192,13 @@ class ConfigStore:
                   "imported": imported if imported is not None else data.get("imported")}
         atomic_write(self.path, json.dumps(record, indent=1, sort_keys=True).encode())
         return version
+
+
+def _check_version(data: dict[str, Any], field: str, expected: int | None) -> None:
+    if expected is not None and int(data["version"]) != expected:
+        raise StaleVersion(field, f"the configuration is at version {data['version']}, not "
+                                  f"{expected}: it changed since it was read; read it again "
+                                  "and repeat the change")
 
 
 def _check_kind(kind: str) -> None:
