@@ -5,6 +5,8 @@ fixed header, the manifest (JSON, sorted keys), an Ed25519 signature over the
 manifest's exact bytes, then the members:
 
 * ``cmdline``: the kernel command line of the version (its GRUB entry's);
+* ``rootfs.blocks``: the sha256 of every 1 MiB block of the root filesystem
+  (32 bytes each), so the appliance checks each block before it writes it;
 * ``rootfs.ext4.zst``: the root slot's ext4 image, zstd-compressed. The image
   is made from a directory into a fresh sparse file, so its unused blocks are
   zeros and cost next to nothing compressed.
@@ -28,6 +30,8 @@ from lockgate.image.build.context import Artifact, Context
 from lockgate.image.formats import artifact, sha256_file
 from lockgate.proc import run
 from lockgate.runtime.system.bundle import (
+    BLOCK_SIZE,
+    BLOCKS,
     CMDLINE,
     FORMAT,
     HEADER,
@@ -47,6 +51,16 @@ def compress(source: Path, target: Path, level: int = ZSTD_LEVEL) -> None:
     run(["zstd", "-q", f"-{level}", "-T0", "--no-progress", "-f", "-o", target, source])
 
 
+def block_hashes(rootfs: Path, block: int = BLOCK_SIZE) -> bytes:
+    """sha256 of each block of the root filesystem, concatenated: the appliance checks
+    every block before writing it, and recognises unused (zero) blocks without hashing."""
+    digests = []
+    with rootfs.open("rb") as f:
+        while data := f.read(block):
+            digests.append(hashlib.sha256(data).digest())
+    return b"".join(digests)
+
+
 def bundle_manifest(*, version: str, architecture: str, fs_uuid: str, kernel: str,
                     kernel_cmdline: str, source_date_epoch: int, rootfs: Path,
                     members: list[dict[str, object]],
@@ -56,7 +70,7 @@ def bundle_manifest(*, version: str, architecture: str, fs_uuid: str, kernel: st
         "grub_entry": f"lockgate-{version}", "kernel": kernel, "kernel_cmdline": kernel_cmdline,
         "source_date_epoch": source_date_epoch,
         "rootfs": {"fs_uuid": fs_uuid, "size": rootfs.stat().st_size,
-                   "sha256": sha256_file(rootfs)},
+                   "sha256": sha256_file(rootfs), "block_size": BLOCK_SIZE},
         "members": members,
         "signing_key": key_id(signing_key.public_key().public_bytes_raw()) if signing_key else None,
     }
@@ -71,8 +85,10 @@ def write_bundle(target: Path, *, version: str, rootfs: Path, fs_uuid: str, kern
     packed = work / f".{target.name}.rootfs.zst"
     compress(rootfs, packed)
     cmdline = (kernel_cmdline + "\n").encode()
+    blocks = block_hashes(rootfs)
     members: list[dict[str, object]] = [
         {"name": CMDLINE, "size": len(cmdline), "sha256": hashlib.sha256(cmdline).hexdigest()},
+        {"name": BLOCKS, "size": len(blocks), "sha256": hashlib.sha256(blocks).hexdigest()},
         {"name": ROOTFS, "size": packed.stat().st_size, "sha256": sha256_file(packed),
          "compression": "zstd", "uncompressed_size": rootfs.stat().st_size,
          "uncompressed_sha256": sha256_file(rootfs)},
@@ -90,6 +106,7 @@ def write_bundle(target: Path, *, version: str, rootfs: Path, fs_uuid: str, kern
             out.write(manifest)
             out.write(signature)
             out.write(cmdline)
+            out.write(blocks)
             while chunk := rootfs_zst.read(4 * 1024 * 1024):
                 out.write(chunk)
         partial.replace(target)

@@ -18,9 +18,12 @@ Order matters for power cuts and for refusals:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+import stat
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,22 +162,61 @@ def _forget_slot(machine: Machine, running: Slot, target: Slot) -> None:
         fsync_dir(entry_file.parent)
 
 
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
+
+
+class SlotWriter:
+    """Writes verified blocks at their place in the slot. On a block device a run of zero
+    blocks becomes one BLKZEROOUT (the device zeroes or unmaps it, no data crosses the
+    bus); elsewhere, or if the device refuses, zeros are written like any data."""
+
+    def __init__(self, fd: int, base: int, block_device: bool) -> None:
+        self.fd, self.base = fd, base
+        self.zero_ioctl = block_device
+        self.run_start = self.run_length = 0
+
+    def __call__(self, offset: int, data: bytes | bytearray, zero: bool) -> None:
+        if zero and self.zero_ioctl:
+            if self.run_length and self.run_start + self.run_length == offset:
+                self.run_length += len(data)
+            else:
+                self.flush()
+                self.run_start, self.run_length = offset, len(data)
+            return
+        self.flush()
+        self._write(self.base + offset, memoryview(data))
+
+    def _write(self, position: int, data: memoryview) -> None:
+        while data:
+            written = os.pwrite(self.fd, data, position)
+            position += written
+            data = data[written:]
+
+    def flush(self) -> None:
+        if not self.run_length:
+            return
+        start, length = self.base + self.run_start, self.run_length
+        self.run_length = 0
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("QQ", start, length))
+        except OSError:
+            self.zero_ioctl = False  # not supported here: write the zeros instead
+            zeros = memoryview(bytes(min(length, 4 * MiB)))
+            done = 0
+            while done < length:
+                piece = zeros[:min(len(zeros), length - done)]
+                self._write(start + done, piece)
+                done += len(piece)
+
+
 def _write_slot(machine: Machine, bundle: bundles.Bundle, target: Slot,
                 progress: Progress) -> None:
     path, offset = slot_target(machine, target)
-    fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        position = offset
-
-        def sink(chunk: bytes) -> None:
-            nonlocal position
-            view = memoryview(chunk)
-            while view:
-                written = os.pwrite(fd, view, position)
-                position += written
-                view = view[written:]
-
-        bundles.stream_rootfs(bundle, sink, progress)
+        writer = SlotWriter(fd, offset, stat.S_ISBLK(os.fstat(fd).st_mode))
+        bundles.stream_rootfs(bundle, writer, progress)
+        writer.flush()
         os.fsync(fd)
     finally:
         os.close(fd)

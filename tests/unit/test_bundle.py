@@ -124,12 +124,12 @@ def test_a_good_bundle_verifies_and_streams_back_the_exact_root_filesystem(
     assert bundle.version == "2.0.0" and bundle.architecture == ARCH and bundle.signed
     assert bundle.manifest["rootfs"] == {
         "fs_uuid": "6c3f5a2e-0000-4000-8000-000000000002", "size": 16 * MiB,
-        "sha256": bundle.rootfs.uncompressed_sha256}
+        "sha256": bundle.rootfs.uncompressed_sha256, "block_size": MiB}
     names = [m.name for m in bundle.members]
-    assert names == [bundles.CMDLINE, bundles.ROOTFS]
+    assert names == [bundles.CMDLINE, bundles.BLOCKS, bundles.ROOTFS]
     assert bundles.read_member(bundle, bundles.CMDLINE) == b"ro console=ttyS0,115200 panic=10\n"
     out = bytearray()
-    bundles.stream_rootfs(bundle, out.extend)
+    bundles.stream_rootfs(bundle, lambda offset, data, zero: out.extend(data))
     assert bytes(out) == rootfs.read_bytes()
     # Unused blocks are zeros: the bundle costs about what the used blocks do.
     assert good.stat().st_size < 2 * MiB
@@ -199,6 +199,7 @@ def regions(bundle: bundles.Bundle) -> dict[str, int]:
     return {"magic": 3, "lengths": 17, "manifest": 24 + len(bundle.manifest_bytes) // 2,
             "signature": 24 + len(bundle.manifest_bytes) + 10,
             "cmdline": bundle.member(bundles.CMDLINE).offset + 2,
+            "blocks": bundle.member(bundles.BLOCKS).offset + 7,
             "rootfs-start": rootfs.offset + 5, "rootfs-middle": rootfs.offset + rootfs.size // 2,
             "last-byte": bundle.end - 1}
 

@@ -143,10 +143,11 @@ def test_upgrade_bundle_carries_the_root_image_and_its_hash(context: Context) ->
     import hashlib
 
     assert manifest["rootfs"] == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
-                                  "fs_uuid": str(context.derived_uuid("fs-root-a"))}
+                                  "fs_uuid": str(context.derived_uuid("fs-root-a")),
+                                  "block_size": bundles.BLOCK_SIZE}
     assert manifest["kernel"] == "6.1.0-test-cloud-amd64"
     assert manifest["kernel_cmdline"] == context.profile.kernel_cmdline
     out = bytearray()
-    bundles.stream_rootfs(bundle, out.extend)
+    bundles.stream_rootfs(bundle, lambda offset, data, zero: out.extend(data))
     assert bytes(out) == body
     assert upgrade.write(context).sha256 == art.sha256  # reproducible

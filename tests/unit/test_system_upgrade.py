@@ -96,16 +96,21 @@ def fs_uuid(version: str) -> str:
 
 
 def resigned_with_wrong_rootfs_hash(good: Path, key: Path, work: Path) -> Path:
-    """A bundle whose signed manifest promises other root filesystem bytes than it carries
-    (a build gone wrong): only the hash of the written slot can catch it."""
+    """A bundle whose signed block hashes promise other root filesystem bytes than it
+    carries (a build gone wrong): only the check of each block as it streams catches it."""
     bundle = bundles.read_header(good)
+    data = good.read_bytes()
+    blocks_member = bundle.member(bundles.BLOCKS)
+    blocks = bytearray(data[blocks_member.offset:blocks_member.offset + blocks_member.size])
+    blocks[3 * bundles.DIGEST] ^= 0xFF  # block 3 (after three good ones) is "wrong"
     manifest = json.loads(bundle.manifest_bytes)
     for member in manifest["members"]:
-        if member["name"] == bundles.ROOTFS:
-            member["uncompressed_sha256"] = "0" * 64
+        if member["name"] == bundles.BLOCKS:
+            member["sha256"] = hashlib.sha256(bytes(blocks)).hexdigest()
     text = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     signature = load_private(key).sign(text)
-    payload = good.read_bytes()[bundle.members[0].offset:]
+    payload = (data[bundle.members[0].offset:blocks_member.offset] + bytes(blocks)
+               + data[blocks_member.offset + blocks_member.size:])
     target = work / "badhash.upgrade"
     target.write_bytes(bundles.HEADER.pack(bundles.MAGIC, len(text), len(signature)) + text
                        + signature + payload)
@@ -263,9 +268,9 @@ def test_a_wrong_hash_while_writing_leaves_the_slot_invalid_and_unbootable(
     proc = appliance.cli("upgrade", assets["badhash"], "--no-restart", "--trusted-key",
                          assets["pub"])
     assert proc.returncode == 1
-    assert "uncompressed sha256 does not match" in proc.stderr
+    assert "block 3 (at 3 MiB) does not match its signed hash" in proc.stderr
     record = json.loads((appliance.state.slots / "b.json").read_text())
-    assert record["state"] == "invalid" and "sha256" in record["reason"]
+    assert record["state"] == "invalid" and "block 3" in record["reason"]
     assert not (appliance.esp / "grub/slot-b.cfg").exists()
     assert appliance.env == {"saved_entry": "lockgate-1.0.0"}
     helper = appliance.cli("rollback-helper", "--list-versions")
@@ -459,3 +464,25 @@ def test_rest_lists_switches_and_rolls_back(appliance: Appliance,
     assert back.document["version"] == "2.0.0"
     assert appliance.env["saved_entry"] == "lockgate-2.0.0"
     assert reboots == ["lockgate-2.0.0"]
+
+
+def test_the_slot_writer_writes_zero_runs_as_zeros_where_the_device_cannot_zero_them(
+        tmp_path: Path) -> None:
+    """BLKZEROOUT fails on a regular file (ENOTTY): the run of zero blocks must then be
+    written as zeros, in place, between the data blocks around it."""
+    from lockgate.runtime.system.upgrade import SlotWriter
+
+    target = tmp_path / "slot"
+    target.write_bytes(b"\xab" * (8 * 4096 + 100))
+    base = 100  # the slot starts 100 bytes into the file
+    data = [os.urandom(4096), bytes(4096), bytes(4096), bytes(4096), os.urandom(4096),
+            bytes(4096), os.urandom(4096), bytes(4096)]
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        writer = SlotWriter(fd, base, block_device=True)
+        for i, block in enumerate(data):
+            writer(i * 4096, block, not any(block))
+        writer.flush()
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"\xab" * base + b"".join(data)
