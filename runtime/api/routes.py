@@ -229,8 +229,8 @@ class RestApi:
     # ---- cluster ---------------------------------------------------------------------------
     async def _cluster(self, method: str, rest: str, request: Request) -> Response:
         """``GET cluster`` (members, no secret), ``POST cluster/join`` (a new member, see
-        lockgate.runtime.cluster.join), ``DELETE cluster/members/NAME``."""
-        from lockgate.runtime.cluster.join import JoinRefused
+        lockgate.runtime.cluster.joining), ``DELETE cluster/members/NAME``."""
+        from lockgate.runtime.cluster.joining import JoinRefused
 
         service = self.cluster
         if service is None:

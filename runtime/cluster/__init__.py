@@ -1,4 +1,4 @@
-"""Clustering: membership (:mod:`.state`), joining (:mod:`.join`) and configuration
+"""Clustering: membership (:mod:`.state`), joining (:mod:`.joining`) and configuration
 replication over TCP 9080 (:mod:`.replicate`).
 
 Kept import-light: first boot and the heartbeat code import this package, so
@@ -18,10 +18,11 @@ __all__ = ["ClusterState", "Member", "join", "load_cluster", "save_cluster"]
 
 
 def join(root: Path, intent: Any, password: str) -> None:
-    """First boot's hook: keep the password (0600, data partition) for the runtime,
+    """First boot's hook (a function, so the submodule is named ``joining``): keep the
+    password (0600, data partition) for the runtime,
     which carries out the join recorded by first boot, with retries. First boot
     itself never waits on the network for it."""
-    from lockgate.runtime.cluster.join import queue_join
+    from lockgate.runtime.cluster.joining import queue_join
 
     queue_join(root, intent, password)
 

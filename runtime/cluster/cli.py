@@ -57,7 +57,7 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
                  location: str | None, join_tips: bool, name: str | None, address: str | None,
                  admin_port: int, control_port: int, state_dir: Path) -> None:
     """Join the cluster of the traffic manager at HOST[:PORT] (its Admin port, 9090)."""
-    from lockgate.runtime.cluster.join import (
+    from lockgate.runtime.cluster.joining import (
         UNSAFE,
         UNSAFE_WARNING,
         JoinError,
@@ -95,7 +95,7 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def cluster_command(state_dir: Path, as_json: bool) -> None:
     """Show this appliance's cluster: members, epoch, the join and its warnings."""
-    from lockgate.runtime.cluster.join import read_join_record
+    from lockgate.runtime.cluster.joining import read_join_record
     from lockgate.runtime.cluster.state import load_cluster
 
     state = load_cluster(state_dir)

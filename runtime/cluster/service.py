@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lockgate.runtime.cluster.join import JOIN_PATH, JoinRetrier, JoinService, member_name
+from lockgate.runtime.cluster.joining import JOIN_PATH, JoinRetrier, JoinService, member_name
 from lockgate.runtime.cluster.replicate import Replicator
 
 log = logging.getLogger("lockgate.runtime.cluster")

@@ -110,3 +110,40 @@ def test_down_member_catches_up_and_removed_member_stops_receiving(
     assert a.put_pool("p4", "10.9.1.4:80") == 201
     with pytest.raises(AssertionError):
         wait_for(lambda: b.pool_nodes("p4") is not None, 1.5)
+
+
+def test_first_boot_join_is_retried_until_the_member_answers(tmp_path: Path) -> None:
+    """First boot recorded a join of a member that is not up yet: the runtime keeps
+    trying with backoff (serving meanwhile), joins once it answers and deletes the
+    password file."""
+    a, b = make(tmp_path, "tm1"), make(tmp_path, "tm2")
+    a_fp = _fingerprint_of(a)
+    paths = StatePaths(b.state_dir)
+    paths.cluster_join.write_text(json.dumps({
+        "host": a.address, "port": a.admin_port, "user": "admin", "fingerprint": a_fp,
+        "location": None, "join_tips": False, "status": "pending",
+        "password": "admin-password"}))
+    secret = paths.config / "cluster-join.password"
+    secret.write_text("correct horse battery")
+    try:
+        b.start()  # serves although the member is down
+        wait_for(lambda: json.loads(paths.cluster_join.read_text()).get("attempts", 0) >= 1, 15)
+        assert json.loads(paths.cluster_join.read_text())["status"] == "retrying"
+        assert secret.exists()
+        a.start()
+        wait_for(lambda: json.loads(paths.cluster_join.read_text())["status"] == "joined", 20)
+        assert not secret.exists()
+        assert a.put_pool("after", "10.9.2.1:80") == 201
+        wait_for(lambda: b.pool_nodes("after") == ["10.9.2.1:80"], 5)
+        assert "correct horse battery" not in "".join(b.stderr)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _fingerprint_of(member: Member) -> str:
+    """The member's certificate, made before it starts (as an operator reads it off the
+    console)."""
+    from lockgate.runtime.tls import ensure_certificate
+
+    return ensure_certificate(member.state_dir).fingerprint
