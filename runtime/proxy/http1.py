@@ -142,7 +142,7 @@ class RequestReader:
 
     __slots__ = ("_bad_te", "_failed", "_head", "_head_bytes", "_held", "_hosts", "_in_head",
                  "_named", "_parser", "_raw", "_touched", "_unfinished", "_url", "events",
-                 "max_header_bytes", "strip_forwarded_proto")
+                 "held_size", "max_header_bytes", "strip_forwarded_proto")
 
     def __init__(self, max_header_bytes: int, strip_forwarded_proto: bool = True) -> None:
         self.max_header_bytes = max_header_bytes
@@ -158,6 +158,7 @@ class RequestReader:
         self._raw = False  # the node accepted an Upgrade: everything is tunnel data
         # after an Upgrade request, what the client sent next: nobody's until the node answers
         self._held: bytearray | None = None
+        self.held_size = 0  # its length: the transport pauses the client past a limit
         self._hosts = 0
         self._bad_te = False
         self._touched = False  # a callback ran during this feed()
@@ -168,16 +169,11 @@ class RequestReader:
         """True while a request head is partly received (the request timeout runs)."""
         return self._in_head
 
-    @property
-    def held_size(self) -> int:
-        """Bytes held back after an Upgrade request, waiting for the node's answer."""
-        held = self._held
-        return 0 if held is None else len(held)
-
     def start_tunnel(self) -> None:
         """The node answered the Upgrade request with 101: release what was held, as tunnel data."""
         held = self._held
         self._held = None
+        self.held_size = 0
         self._raw = True
         if held:
             self.events.append((RAW, bytes(held)))
@@ -189,6 +185,7 @@ class RequestReader:
         held = self._held
         if held is not None:
             held += data
+            self.held_size = len(held)
             return
         if self._failed:
             return
@@ -198,7 +195,8 @@ class RequestReader:
         except httptools.HttpParserUpgrade as exc:
             # on_headers_complete let only a body-less Upgrade request through (CONNECT is
             # refused there): what follows is the node's to judge, once it answered.
-            self._held = bytearray(data[exc.args[0]:])
+            self._held = held = bytearray(data[exc.args[0]:])
+            self.held_size = len(held)
             return
         except httptools.HttpParserCallbackError as exc:
             status = exc.__context__.status if isinstance(exc.__context__, ProtocolError) else 400
@@ -356,6 +354,88 @@ def _drop_connection_named(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
 
 # a 101 answer needs its Upgrade header (elsewhere it is gone already); a body its length
 _NEVER_DROPPED: Final = frozenset({b"upgrade", b"content-length"})
+
+
+# ---- a client connection's lifecycle (sans-IO) ---------------------------------------------
+# The transport keeps one state per client connection; the functions below make every
+# decision about it, so they are tested without sockets (tests/unit/test_proxy_lifecycle.py).
+IDLE: Final = 0  # between requests: reading the next head
+CONNECTING: Final = 1  # a request head read, no node connection yet (its body is buffered)
+SENDING: Final = 2  # the request is going to the node
+WAITING: Final = 3  # the whole request is with the node: its answer is awaited or relayed
+TUNNEL: Final = 4  # the node said 101 to an Upgrade request: bytes both ways
+CLOSED: Final = 5
+# what a connection's deadline is for
+T_REQUEST: Final = 0  # a request head to arrive
+T_IDLE: Final = 1  # the next request on a kept-alive connection
+T_ACTIVE: Final = 2  # the node (or client) to move while a request is in flight
+
+# What to do with an event from the RequestReader, given the state (pump_action).
+P_START: Final = 1  # a new request: pick a node, connect
+P_FAIL: Final = 2  # answer the payload's status and close
+P_FORWARD: Final = 3  # bytes for the node (body, or tunnel data)
+P_FORWARD_END: Final = 4  # the last bytes of the request for the node
+P_HOLD: Final = 5  # leave it queued: the request before it is still being served
+P_DROP: Final = 6  # nothing to do with it
+
+
+def pump_action(state: int, kind: int) -> int:
+    """One request at a time: a pipelined head waits until the answer before it is done."""
+    if state == IDLE:
+        if kind == HEAD:
+            return P_START
+        return P_FAIL if kind == ERROR else P_DROP
+    if state in (CONNECTING, SENDING):
+        if kind == HEAD:
+            return P_HOLD
+        if kind == ERROR:
+            return P_FAIL
+        return P_FORWARD_END if kind == END else P_FORWARD
+    if state == TUNNEL:
+        return P_FORWARD
+    return P_HOLD  # WAITING: the answer comes first; CLOSED: nobody reads it
+
+
+def deadline_status(timer: int, state: int, in_head: bool, answer_started: bool) -> int:
+    """The status a passed deadline answers (then closes): 408 while a request head is
+    arriving, 504 while a node owes the start of its answer; 0 closes without one."""
+    if timer == T_REQUEST and in_head:
+        return 408
+    if state == WAITING and not answer_started:
+        return 504
+    return 0
+
+
+def may_resend(method: bytes, has_body: bool, reused: bool, received: bool,
+               resent: bool) -> bool:
+    """A kept-alive node connection died under a request: send it again on a fresh one?
+
+    Only when the node said nothing at all (it most likely closed the idle connection
+    as we wrote), only once, only without a body (it is not kept), and only for an
+    idempotent method (RFC 9110 9.2.2, RFC 9112 9.3.1): the node may have acted on it.
+    """
+    return reused and not received and not resent and not has_body and method in IDEMPOTENT
+
+
+def switch_allowed(request_done: bool) -> bool:
+    """The node said 101 to an Upgrade request (ResponseReader refuses any other 101):
+    a tunnel only once the request was wholly sent, else the 101 is a 502."""
+    return request_done
+
+
+def node_reusable(reusable: bool, request_done: bool, upgrading: bool, stopping: bool) -> bool:
+    """Whether a node connection goes back to the idle pool after an answer. Never after
+    an Upgrade request: the node may still be waiting to switch."""
+    return reusable and request_done and not upgrading and not stopping
+
+
+def after_answer(client_keep_alive: bool, stopping: bool, upgrading: bool, client_eof: bool,
+                 queued: bool) -> int:
+    """The client connection's state once an answer was sent: IDLE (keep-alive) or CLOSED.
+    A refused Upgrade closes: what the client sent after it was never read as requests."""
+    if not client_keep_alive or stopping or upgrading or (client_eof and not queued):
+        return CLOSED
+    return IDLE
 
 
 # ResponseReader event kinds

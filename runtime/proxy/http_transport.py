@@ -26,32 +26,39 @@ from lockgate.runtime.proxy.context import (
     VsRuntime,
 )
 from lockgate.runtime.proxy.http1 import (
-    END,
-    ERROR,
-    HEAD,
-    IDEMPOTENT,
+    CLOSED,
+    CONNECTING,
+    IDLE,
+    P_FAIL,
+    P_FORWARD,
+    P_FORWARD_END,
+    P_HOLD,
+    P_START,
     R_END,
     R_HEAD,
+    SENDING,
+    T_ACTIVE,
+    T_IDLE,
+    T_REQUEST,
+    TUNNEL,
+    WAITING,
     ProtocolError,
     RequestHead,
     RequestReader,
     ResponseReader,
+    after_answer,
+    deadline_status,
     error_response,
+    may_resend,
+    node_reusable,
+    pump_action,
+    switch_allowed,
 )
 
 log = logging.getLogger("lockgate.runtime.proxy")
 
-# Client connection states. Final: the compiled module uses them as C constants.
-IDLE: Final = 0
-CONNECTING: Final = 1
-SENDING: Final = 2
-WAITING: Final = 3
-TUNNEL: Final = 4
-CLOSED: Final = 5
-# what the deadline means
-T_REQUEST: Final = 0
-T_IDLE: Final = 1
-T_ACTIVE: Final = 2
+# The client connection's states (IDLE ... CLOSED) and every decision about moving
+# between them are in http1 (sans-IO, tested without sockets); this module moves bytes.
 MAX_QUEUED_EVENTS: Final = 64
 # Stands in for a client's RequestReader until its first byte: a reader (with its
 # parser) is ~1 KiB, and connections that never say anything are common. Never fed.
@@ -230,10 +237,11 @@ class HttpClient(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def timed_out(self) -> None:
-        if self.timer == T_REQUEST and self.reader.in_head:
-            self._fail(408)
-        elif self.state == WAITING and self.backend is not None and not self.backend.reader.started:
-            self._fail(504)
+        backend = self.backend
+        status = deadline_status(self.timer, self.state, self.reader.in_head,
+                                 backend is None or backend.reader.started)
+        if status:
+            self._fail(status)
         else:
             self._close()
 
@@ -242,35 +250,29 @@ class HttpClient(asyncio.Protocol):
         events = self.reader.events
         while events:
             kind, payload = events[0]
-            state = self.state
-            if state == IDLE:
-                del events[0]
-                if kind == HEAD:
-                    self._start(payload)
-                elif kind == ERROR:
-                    self._fail(payload)
-                    return
-                # stray RAW/BODY after a failed upgrade: ignored, the connection closes
-            elif state in (CONNECTING, SENDING):
-                if kind == HEAD:
-                    break  # pipelined: waits for the current response
-                del events[0]
-                if kind == ERROR:
-                    self._fail(payload)
-                    return
-                if kind == END:
-                    self.request_done = True
-                    if state == SENDING:
-                        self.state = WAITING
+            action = pump_action(self.state, kind)
+            if action == P_HOLD:
+                break  # e.g. a pipelined request: waits for the answer before it
+            del events[0]
+            if action == P_FORWARD:
+                if self.state == TUNNEL:
+                    backend = self.backend
+                    if backend is not None:
+                        self.ctx.send(backend.transport, payload)
+                elif payload:
+                    self._to_backend(payload)
+            elif action == P_FORWARD_END:
+                self.request_done = True
+                if self.state == SENDING:
+                    self.state = WAITING
                 if payload:
                     self._to_backend(payload)
-            elif state == TUNNEL:
-                del events[0]
-                backend = self.backend
-                if backend is not None:
-                    self.ctx.send(backend.transport, payload)
-            else:
-                break
+            elif action == P_START:
+                self._start(payload)
+            elif action == P_FAIL:
+                self._fail(payload)
+                return
+            # P_DROP: nothing to do
         if len(events) > MAX_QUEUED_EVENTS or self.reader.held_size > BUFFER_LIMIT:
             self.pause_reading(PAUSE_BACKLOG)
         elif self.paused & PAUSE_BACKLOG:
@@ -409,7 +411,7 @@ class HttpClient(asyncio.Protocol):
                 self._response_done(backend)
                 return
             if kind == R_HEAD and reader.status == 101:  # (asked for: the reader checked)
-                if not self.request_done:
+                if not switch_allowed(self.request_done):
                     events.clear()
                     self._write_out(out)
                     self._backend_broke(backend)  # switching before the request ended
@@ -450,16 +452,15 @@ class HttpClient(asyncio.Protocol):
         if backend.write_paused:
             self.resume_reading(PAUSE_BACKEND)
         ctx = self.ctx
-        # After an Upgrade request the node may be waiting to switch: never reused.
-        if (reader.reusable and self.request_done and not self.upgrading and not ctx.stopping
+        if (node_reusable(reader.reusable, self.request_done, self.upgrading, ctx.stopping)
                 and pool.give_idle(node, backend)):
             backend.client = None
             backend.idle_since = ctx.now
         else:
             backend.close()
         self.head = None
-        if (not reader.client_keep_alive or ctx.stopping or self.upgrading
-                or (self.client_eof and not self.reader.events)):
+        if after_answer(reader.client_keep_alive, ctx.stopping, self.upgrading, self.client_eof,
+                        bool(self.reader.events)) == CLOSED:
             self._close()
             return
         self.state = IDLE
@@ -492,11 +493,9 @@ class HttpClient(asyncio.Protocol):
         node.connections -= 1
         backend.close()
         head = self.head
-        if (not received and self.reused and not self.retried_reuse and head is not None
-                and not head.has_body and head.method in IDEMPOTENT and self.state != CLOSED):
-            # A kept-alive connection the node closed without a word: most likely closed
-            # for idling just as we sent. Sent again on a fresh connection -- only for an
-            # idempotent request (RFC 9110 9.2.2): the node may have acted on it.
+        if (head is not None and self.state != CLOSED
+                and may_resend(head.method, head.has_body, self.reused, received,
+                               self.retried_reuse)):
             self.retried_reuse = True
             self.state = CONNECTING
             self.pending = []
