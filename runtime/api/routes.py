@@ -178,6 +178,7 @@ class RestApi:
                 return Response.error(409, "config.stale", str(exc), {"field": exc.field})
             except ConfigError as exc:  # does not fit with the rest of the configuration
                 return Response.error(409, "config.conflict", str(exc), {"field": exc.field})
+        self._changed()
         return Response.json(200 if existed else 201,
                              {**stored, "warnings": warnings} if warnings else stored)
 
@@ -224,7 +225,13 @@ class RestApi:
             return Response.error(409, "config.stale", str(exc), {"field": exc.field})
         except ConfigError as exc:  # still referenced by another object
             return Response.error(409, "config.in_use", str(exc), {"field": exc.field})
+        self._changed()
         return Response(204)
+
+    def _changed(self) -> None:
+        """Send a change to the other cluster members now, not at the next 50 ms poll."""
+        if self.replicator is not None:
+            self.replicator.refresh()
 
     # ---- cluster ---------------------------------------------------------------------------
     async def _cluster(self, method: str, rest: str, request: Request) -> Response:
