@@ -89,6 +89,7 @@ class Plan:
     features: list[str]
     artifact: Path
     size: int
+    version: str = ""
 
     @property
     def source_url(self) -> str:
@@ -99,7 +100,7 @@ class Plan:
         return {
             "name": self.image,
             "family": self.family,
-            "description": f"lockgate appliance image ({self.labels['version']})",
+            "description": f"lockgate appliance image {self.version}".rstrip(),
             "architecture": "X86_64",
             "labels": dict(self.labels),
             "guestOsFeatures": [{"type": f} for f in self.features],
@@ -162,7 +163,7 @@ def make_plan(manifest: Manifest, *, project: str | None, bucket: str | None,
     return Plan(project=project, bucket=bucket, object_name=f"{image}.tar.gz", image=image,
                 family=family, labels=labels,
                 features=guest_os_features(manifest.firmware, drivers, sev_capable),
-                artifact=artifact, size=artifact.stat().st_size)
+                artifact=artifact, size=artifact.stat().st_size, version=manifest.version)
 
 
 def publish(manifest: Manifest, *, dry_run: bool = False, project: str | None = None,

@@ -15,7 +15,8 @@ Checked on ``PUT ?comp=page`` with ``x-ms-page-write: update``:
 * the body is exactly the range's length → else 400 InvalidHeaderValue.
 
 It records every Put Page (offset, length) that passed and the most that were in
-flight at once (the upload's parallelism, seen from the wire).
+flight at once (the upload's parallelism, seen from the wire), and the method and
+path of every request (so it also serves as a recorder in front of the GCS emulator).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class BlobGate:
         self.pages: list[tuple[int, int]] = []  # (offset, length) of each accepted Put Page
         self.refused: list[tuple[int, str]] = []
         self.max_in_flight = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path with query) of every request
         self.deny_writes = False  # answer every PUT 403 AuthorizationPermissionMismatch
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -96,6 +98,8 @@ class BlobGate:
         length = int(headers.get("content-length") or 0)
         body = handler.rfile.read(length) if length else b""
         query = parse_qs(urlsplit(handler.path).query)
+        with self._lock:
+            self.seen.append((method, handler.path))
         is_put_page = (method == "PUT" and query.get("comp") == ["page"]
                        and headers.get("x-ms-page-write", "").lower() == "update")
         if method == "PUT" and self.deny_writes:

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 
 import publish_artifacts as pa
+from blob_gate import BlobGate
 from gce_compute import FakeCompute
 
 from lockgate.cli import root
@@ -236,3 +237,23 @@ def test_storage_emulator_host_is_honoured(build: Build, emulator: str,
         assert result.exit_code == 0, result.stderr
     blob = next(iter(client(emulator).list_blobs(BUCKET)))
     assert hashlib.sha256(blob.download_as_bytes()).hexdigest() == pa.sha256(build.tar)
+
+
+def test_a_tarball_over_8_mib_goes_up_resumably(emulator: str, tmp_path: Path) -> None:
+    # google-cloud-storage sends up to 8 MiB in one multipart request and more through
+    # a resumable session. A recorder in front of the emulator sees the session opened
+    # (the chunks then go to the session URL the emulator hands out, on its own address).
+    raw = pa.make_raw(tmp_path / "big.raw", size=24 * pa.MiB, data=[(0, 12 * pa.MiB)])
+    tar = pa.make_gce_tar(raw, tmp_path)
+    assert tar.stat().st_size > 8 * pa.MiB
+    build = Build(pa.write_manifest(tmp_path, {"gce": tar}), tar)
+    with BlobGate(emulator) as recorder, FakeCompute(storage_url=emulator) as fake:
+        result = publish(build, "--compute-endpoint", fake.url, "--storage-endpoint", recorder.url)
+        assert result.exit_code == 0, result.stderr
+        # (read back while the recorder runs: the emulator's links name the host it was
+        # called on)
+        blob = next(iter(client(emulator).list_blobs(BUCKET)))
+        assert hashlib.sha256(blob.download_as_bytes()).hexdigest() == pa.sha256(tar)
+    opened = [path for method, path in recorder.seen
+              if method == "POST" and path.startswith("/upload/")]
+    assert len(opened) == 1 and "uploadType=resumable" in opened[0]
