@@ -123,6 +123,10 @@ class ProtocolError(Exception):
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})  # name no other header
 
 
+# Headers that decide where a request ends: an underscore spelling of one is a 400.
+_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
+
+
 def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
@@ -249,6 +253,13 @@ class RequestReader:
         if self._head_bytes > self.max_header_bytes:
             raise ProtocolError(431)
         lname = name.lower()
+        if b"_" in lname:  # CGI/WSGI nodes read "_" as "-": X_Forwarded_For is X-Forwarded-For
+            dashed = lname.replace(b"_", b"-")
+            if dashed in _FRAMING:
+                raise ProtocolError(400)
+            if dashed == b"x-forwarded-for" or (dashed == b"x-forwarded-proto"
+                                                and self.strip_forwarded_proto):
+                return  # the proxy's own header is the only one the node may see
         if lname in HOP_BY_HOP:
             if lname == b"connection":
                 tokens = _connection_tokens(value)

@@ -98,6 +98,11 @@ CORPUS: list[Case] = [
     Case("connection-drops-cl", POST + b"Connection: Content-Length\r\nContent-Length: "
          + b"%d\r\n\r\n" % len(HIDDEN) + HIDDEN, (), 400),
     Case("connection-drops-host", b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Host\r\n\r\n", (), 400),
+    # underscore spellings, which CGI/WSGI nodes read as dashes
+    Case("cl-underscore", POST + b"Content_Length: 40\r\nContent-Length: 0\r\n\r\n" + HIDDEN,
+         (), 400),
+    Case("xff-underscore", b"GET /u HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
+         (b"/u",), 0),
     # Upgrade and CONNECT
     Case("upgrade-then-hidden", b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
          b"Upgrade: websocket\r\n\r\n" + HIDDEN, (b"/ws",), 0),
@@ -163,3 +168,5 @@ def check_case(case: Case, port: int, node: LoggingNode) -> None:
     for r in seen:  # one X-Forwarded-For, the proxy's address last: the proxy made it
         (xff,) = r.header(b"x-forwarded-for")
         assert xff.rsplit(b", ", 1)[-1] == b"127.0.0.1", (case.name, r)
+        assert [n for n, _ in r.headers if n.replace(b"_", b"-") == b"x-forwarded-for"] == [
+            b"x-forwarded-for"], (case.name, r)

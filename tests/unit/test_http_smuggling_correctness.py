@@ -189,3 +189,27 @@ def _dechunk(body: bytes) -> bytes:
             return out
         out += rest[:size]
         body = rest[size + 2:]
+
+
+@pytest.mark.parametrize("name", [b"X_Forwarded_For", b"x-forwarded_for", b"X_FORWARDED_PROTO"])
+def test_underscore_spellings_of_forwarding_headers_never_reach_the_node(name: bytes) -> None:
+    # CGI/WSGI nodes read "_" and "-" alike (HTTP_X_FORWARDED_FOR): a client's
+    # underscore spelling would stand beside, or before, the proxy's own header.
+    (kind, head), *_ = request_events(b"GET / HTTP/1.1\r\nHost: h\r\n" + name + b": 6.6.6.6\r\n\r\n")
+    assert kind == HEAD
+    out = head.encode(b"10.0.0.1", b"http")
+    assert b"6.6.6.6" not in out
+
+
+@pytest.mark.parametrize("name", [b"Content_Length", b"Transfer_Encoding", b"content_length"])
+def test_underscore_spellings_of_framing_headers_are_refused(name: bytes) -> None:
+    events = request_events(POST_HEAD + name + b": 5\r\nContent-Length: 0\r\n\r\n")
+    assert events == [(ERROR, 400)], events
+
+
+def test_other_underscore_names_pass() -> None:
+    (kind, head), *_ = request_events(POST_HEAD + b"X_Trace: 1\r\n\r\n")
+    assert kind == HEAD and b"X_Trace: 1\r\n" in head.encode(None, None)
+
+
+POST_HEAD = b"POST / HTTP/1.1\r\nHost: h\r\n"
