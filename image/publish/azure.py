@@ -378,9 +378,17 @@ class _Publisher:
                 raise Failure(f"azure: {what} already exists from another build "
                               f"({SHA_TAG}={theirs}); pass another --name / version or "
                               "delete it")
-            click.echo(f"azure: {what} already exists (same build, {SHA_TAG}="
-                       f"{theirs[:12]}...); nothing to do")
-            return Result(what, created=False, upload=None)
+            state = (existing.get("properties") or {}).get("provisioningState") or "Succeeded"
+            if state == "Succeeded":
+                click.echo(f"azure: {what} already exists (same build, {SHA_TAG}="
+                           f"{theirs[:12]}...); nothing to do")
+                return Result(what, created=False, upload=None)
+            if state != "Failed":
+                click.echo(f"azure: {what} from this build is still being made "
+                           f"(provisioningState {state}); nothing to do")
+                return Result(what, created=False, upload=None)
+            # Failed: createOrUpdate again over it (a PUT of the same body retries it).
+            click.echo(f"azure: {what} from this build is Failed; making it again", err=True)
         container = self.container_client()
         blob = container.get_blob_client(plan.blob_name)
         summary, ranges = self._upload(container, blob)

@@ -305,6 +305,14 @@ def _publish(plan: Plan, calls: DryRun, compute_endpoint: str | None,
             raise Failure(f"gce: image {plan.image} already exists in project {plan.project} "
                           f"from another build ({SHA_LABEL}={theirs}); pass another --name "
                           "or delete it")
+        status = str(existing.status or "READY")
+        if status == "FAILED":
+            raise Failure(f"gce: image {plan.image} from this build exists but FAILED; delete "
+                          f"it (gcloud compute images delete {plan.image}) and publish again")
+        if status != "READY":
+            click.echo(f"gce: image {plan.image} from this build is still being made "
+                       f"(status {status}); nothing to do")
+            return Result(plan.image, created=False, upload=None)
         click.echo(f"gce: image {plan.image} already exists in project {plan.project} "
                    f"(same build, {SHA_LABEL}={theirs}); nothing to do")
         return Result(plan.image, created=False, upload=None)

@@ -327,3 +327,15 @@ def test_storage_write_denied_is_one_line_naming_the_action(build: Build, arm: F
         "Microsoft.Storage/storageAccounts/blobServices/containers/"
         "write permission (AuthorizationPermissionMismatch")
     assert not arm.requests("PUT")
+
+
+def test_a_failed_image_of_this_build_is_made_again(build: Build, arm: FakeArm) -> None:
+    assert publish(build, arm).exit_code == 0
+    (key,) = [k for k in arm.resources if k[0] == "image"]
+    arm.resources[key]["properties"]["provisioningState"] = "Failed"
+    result = publish(build, arm)
+    assert result.exit_code == 0, result.stderr
+    assert "is Failed; making it again" in result.stderr
+    assert "already uploaded" in result.stdout  # the blob is complete: not sent again
+    assert len(arm.requests("PUT", r"/images/")) == 2
+    assert arm.resources[key]["properties"]["provisioningState"] == "Succeeded"

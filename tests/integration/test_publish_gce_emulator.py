@@ -257,3 +257,15 @@ def test_a_tarball_over_8_mib_goes_up_resumably(emulator: str, tmp_path: Path) -
     opened = [path for method, path in recorder.seen
               if method == "POST" and path.startswith("/upload/")]
     assert len(opened) == 1 and "uploadType=resumable" in opened[0]
+
+
+def test_a_failed_image_of_this_build_is_reported_not_retried(build: Build, emulator: str) -> None:
+    with FakeCompute(storage_url=emulator) as fake:
+        assert publish(build, *endpoints(fake, emulator)).exit_code == 0
+        (image,) = fake.images.values()
+        image["status"] = "FAILED"
+        result = publish(build, *endpoints(fake, emulator))
+        assert result.exit_code == 1
+        assert result.stderr.strip().splitlines()[-1].startswith(
+            f"error: gce: image {image['name']} from this build exists but FAILED")
+        assert len(fake.requests("POST", r"/global/images$")) == 1
