@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 import pytest
+from ssh_login import SSH_PORT, assert_admin_login, have_ssh, make_key
 
 from lockgate.image.boot import probe
 from lockgate.image.boot.vm import Vm, booted
@@ -45,12 +47,19 @@ def _assert_password(vm: Vm, password: str, pin: str) -> None:
 
 
 def _boot_with_password(image: Path, log: Path, cloud: str, firmware: str) -> None:
+    """... and, on the same boot, admin logs in over SSH with the key the cloud served
+    (tests/e2e/ssh_login.py; skipped only where the host has no OpenSSH client)."""
     password = _password()
-    with booted(image, cloud=cloud, firmware=firmware, console_log=log, powerdown_timeout=20,
-                user_data=f"password={password} accept_license=y") as vm:
-        pin = _assert_ready(vm, source=cloud)
-        _assert_password(vm, password, pin)
-        assert password not in vm.console_text  # user-data secrets never reach the console
+    with tempfile.TemporaryDirectory(prefix="lockgate-e2e-ssh-") as keys:
+        private, public = make_key(Path(keys)) if have_ssh() else (None, None)
+        with booted(image, cloud=cloud, firmware=firmware, console_log=log,
+                    powerdown_timeout=20, user_data=f"password={password} accept_license=y",
+                    ssh_key=public, forwards=[(0, SSH_PORT)]) as vm:
+            pin = _assert_ready(vm, source=cloud)
+            _assert_password(vm, password, pin)
+            assert password not in vm.console_text  # user-data secrets never reach the console
+            if private is not None:
+                assert_admin_login(vm, private, password)
 
 
 def test_bios_boot_reaches_runtime_and_ec2_user_data_sets_the_password(
