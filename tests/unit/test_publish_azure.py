@@ -288,3 +288,17 @@ def test_gate_answers_a_bad_put_page_itself() -> None:
             conn.close()
         assert gate.pages == [] and [c for _, c in gate.refused] == ["RequestBodyTooLarge",
                                                                        "InvalidPageRange"]
+
+
+def test_bench_reads_the_summary_lines_publish_prints() -> None:
+    from lockgate.benchmarks.publish_emulators import _parse
+    from lockgate.image.publish.common import Summary
+
+    line = Summary("upload x.vhd", 256 * MiB, 256 * MiB, 52 * MiB, 0.5, 65, 51).line()
+    stderr = (f"{line}\nazure: 14 Put Page calls wrote 52.0 MiB; 79.7 % of the 512-byte "
+              "pages were zero and never sent\n")
+    up = _parse("azure", stderr)
+    assert (up.sent_mib, up.artifact_mib, up.zero_blocks, up.blocks) == (52.0, 256.0, 51, 65)
+    assert up.mib_s == 104.0 and up.pages_skipped_share == pytest.approx(0.797)
+    gce_line = Summary("upload gs://b/x.tar.gz", 52 * MiB, 52 * MiB, 52 * MiB, 2.0, 0, 0).line()
+    assert _parse("gce", gce_line).mib_s == 26.0
