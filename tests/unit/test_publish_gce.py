@@ -7,6 +7,8 @@ test that passes against it means the real API would have taken the same request
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -160,3 +162,21 @@ def test_fake_operation_fails_when_the_source_object_is_missing() -> None:
     assert done["status"] == "DONE"
     assert done["error"]["errors"][0]["code"] == "RESOURCE_NOT_FOUND"
     assert ("p", "lockgate-1") not in fake.images
+
+
+def test_dry_run_loads_no_sdk_and_needs_no_credentials(manifest: Path) -> None:
+    # A fresh interpreter with no Google settings: the dry run imports no google.* module.
+    code = ("import sys\nfrom lockgate.cli import root\n"
+            "try:\n    root.main(sys.argv[1:], standalone_mode=False)\n"
+            "finally:\n    print(sorted(m for m in sys.modules if m.startswith('google')))\n")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GOOGLE_", "CLOUDSDK_", "STORAGE_EMULATOR_HOST"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "image", "publish", "gce", "--manifest", str(manifest),
+         "--project", "p", "--bucket", "images", "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=60, check=True)
+    assert result.stdout.strip().endswith("[]")
+    calls = [line.split()[1] for line in result.stdout.splitlines()
+             if line.startswith("dry-run:") and not line.startswith("dry-run: #")]
+    assert calls == ["compute.images.get", "storage.objects.get", "storage.objects.insert",
+                     "compute.images.insert", "compute.globalOperations.wait"]
