@@ -58,7 +58,6 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
                  admin_port: int, control_port: int, state_dir: Path) -> None:
     """Join the cluster of the traffic manager at HOST[:PORT] (its Admin port, 9090)."""
     from lockgate.runtime.cluster.joining import (
-        UNSAFE,
         UNSAFE_WARNING,
         JoinError,
         join_cluster,
@@ -74,12 +73,10 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
         password = password_file.read_text().rstrip("\r\n")
     else:
         password = click.prompt(f"Password of {user} on the cluster", hide_input=True)
-    if pin == UNSAFE:
-        click.echo(f"WARNING: {UNSAFE_WARNING}", err=True)
     try:
         result = join_cluster(state_dir, host, port, pin, user, password, name=name,
                               location=location, join_tips=join_tips, address=address,
-                              admin_port=admin_port, control_port=control_port)
+                              admin_port=admin_port, control_port=control_port, deadline=15.0)
     except JoinError as exc:
         raise Failure(str(exc)) from None
     for note in result.notes:
@@ -87,6 +84,8 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
     members = ", ".join(m.name for m in result.state.members)
     click.echo(f"joined the cluster as {result.state.name}: members {members} "
                f"(epoch {result.state.epoch}, configuration version {result.config_version})")
+    if result.unsafe:
+        click.echo(f"WARNING: {UNSAFE_WARNING}", err=True)
 
 
 @click.command("cluster")

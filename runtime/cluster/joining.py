@@ -49,8 +49,8 @@ JOIN_PATH = "/api/tm/1.0/cluster/join"
 PASSWORD_FILE = "cluster-join.password"
 COMMUNITY_MAX_MEMBERS = 4
 UNSAFE = "unsafe"
-UNSAFE_WARNING = ("joined WITHOUT checking the member's certificate (fingerprint 'unsafe'): "
-                  "anyone on the path could have impersonated it")
+UNSAFE_WARNING = ("the member's certificate is NOT checked (fingerprint 'unsafe'): anyone "
+                  "on the path can impersonate it and learn the cluster secret")
 RETRY_FIRST, RETRY_CAP = 1.0, 60.0  # seconds between the runtime's join attempts
 
 
