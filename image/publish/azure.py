@@ -284,11 +284,13 @@ class _Publisher:
         """Run one SDK call; what it raises becomes one ``error:`` line, except a 404
         (``missing_ok``) or 409 (``exists_ok``) the caller turns into a decision."""
         from azure.core.exceptions import (
+            AzureError,
             ClientAuthenticationError,
             HttpResponseError,
             ResourceExistsError,
             ResourceNotFoundError,
             ServiceRequestError,
+            ServiceResponseError,
         )
 
         try:
@@ -310,6 +312,11 @@ class _Publisher:
             raise self._failure(what, exc) from None
         except ServiceRequestError as exc:
             raise Failure(f"azure: {what}: cannot reach the endpoint ({exc.message})") from None
+        except ServiceResponseError as exc:
+            raise Failure(f"azure: {what}: no answer from the endpoint ({exc.message})") from None
+        except AzureError as exc:  # anything else the SDK raises: still one line
+            first = (str(exc.message or exc).strip().splitlines() or [""])[0][:200]
+            raise Failure(f"azure: {what} failed: {type(exc).__name__}: {first}") from None
 
     @staticmethod
     def _failure(what: str, exc: Any) -> Failure:

@@ -264,6 +264,7 @@ def _api_call(what: str, plan: Plan, endpoint: str | None,
               call: Callable[[], Any]) -> Any:
     """Run one SDK call; an HTTP error or an unreachable endpoint ends in one line."""
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as aexc
     from requests import exceptions as rexc
 
     try:
@@ -272,9 +273,13 @@ def _api_call(what: str, plan: Plan, endpoint: str | None,
         raise denied("GCE", PERMISSIONS[what], str(exc.message)) from None
     except gexc.GoogleAPICallError as exc:
         raise Failure(f"gce: {what} failed: {exc.code} {exc.message}") from None
-    except rexc.ConnectionError as exc:
+    except (rexc.ConnectionError, rexc.Timeout) as exc:
         where = endpoint or "Google's endpoint"
         raise Failure(f"gce: {what}: cannot reach {where} ({type(exc).__name__})") from None
+    except aexc.GoogleAuthError as exc:  # e.g. an expired or revoked refresh token
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise Failure(f"gce: {what}: the Google credentials did not work ({first}); run "
+                      "`gcloud auth application-default login` again") from None
 
 
 def _publish(plan: Plan, calls: DryRun, compute_endpoint: str | None,

@@ -10,6 +10,7 @@ not in the bucket.
 from __future__ import annotations
 
 import hashlib
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,3 +270,13 @@ def test_a_failed_image_of_this_build_is_reported_not_retried(build: Build, emul
         assert result.stderr.strip().splitlines()[-1].startswith(
             f"error: gce: image {image['name']} from this build exists but FAILED")
         assert len(fake.requests("POST", r"/global/images$")) == 1
+
+
+def test_an_unreachable_compute_endpoint_is_one_line(build: Build, emulator: str) -> None:
+    with socket.socket() as s:  # a port the kernel gave and nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = publish(build, "--compute-endpoint", closed, "--storage-endpoint", emulator)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: gce: images.get: cannot reach {closed} (ConnectionError)"]
