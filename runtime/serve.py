@@ -70,6 +70,7 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
         raise Failure(str(exc)) from None
     mgmt = None
     cluster = None
+    fault_tolerance = None
     try:
         details = (f"virtual_servers={len(ConfigStore(state_dir).load().virtual_servers)} "
                    f"workers={workers} listen={','.join(supervisor.listening) or '-'} "
@@ -92,9 +93,19 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
                                                   management.get("member_name"))
                 except OSError as exc:
                     raise Failure(f"cannot start cluster control: {exc}") from None
+        # Traffic IPs and heartbeats (docs/cluster.md "Fault tolerance"); it also drops
+        # IPs a killed previous run left behind, so it starts even without management.
+        from lockgate.runtime.cluster.tipgroups import start_fault_tolerance
+
+        fault_tolerance = await start_fault_tolerance(
+            state_dir, management["host"] if management else "", supervisor)
+        if fault_tolerance.describe():
+            details += " " + fault_tolerance.describe()
         print(f"lockgate-runtime: serving {details}", flush=True)
         await supervisor.main_loop()
     finally:
+        if fault_tolerance is not None:
+            await fault_tolerance.close()  # first: the peers take the IPs while we stop
         if cluster is not None:
             await cluster.close()
         if mgmt is not None:

@@ -170,7 +170,8 @@ FIELDS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                                   "description": "A Python regular expression."}},
     },
     "traffic_ip_groups": {
-        "basic": {"ipaddresses": _array(IP), "machines": _array(HOST), "enabled": BOOL},
+        "basic": {"ipaddresses": _array(IP), "machines": _array(HOST), "enabled": BOOL,
+                  "passive_machines": _array(HOST), "keeptogether": BOOL},
     },
 }
 

@@ -96,6 +96,19 @@ class TrafficIpGroup:
     ipaddresses: tuple[str, ...]
     machines: tuple[str, ...]
     enabled: bool
+    passive_machines: tuple[str, ...] = ()
+    keeptogether: bool = False
+
+
+@dataclass(frozen=True)
+class FaultTolerance:
+    """The settings of heartbeats and failover (docs/cluster.md); times in seconds."""
+
+    monitor_interval: float = 0.5
+    monitor_timeout: float = 1.5
+    child_timeout: float = 5.0
+    autofailback: bool = False
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class Config:
     monitors: dict[str, Monitor]
     traffic_ip_groups: dict[str, TrafficIpGroup]
     workers: int  # 0: one per CPU
+    fault_tolerance: FaultTolerance = FaultTolerance()
 
 
 def empty_tree() -> dict[str, Any]:
@@ -157,7 +171,8 @@ def parse_config(tree: dict[str, Any], version: int) -> Config:
                 raise ConfigError(f"virtual_servers.{vs.name}.basic.port",
                                   f"{host}:{vs.port} is already used by virtual server {other!r}")
     return Config(version=version, virtual_servers=vservers, pools=pools, monitors=monitors,
-                  traffic_ip_groups=tips, workers=int(tree["settings"]["workers"]))
+                  traffic_ip_groups=tips, workers=int(tree["settings"]["workers"]),
+                  fault_tolerance=_fault_tolerance(tree["settings"]))
 
 
 def users_of(tree: dict[str, Any], kind: str, name: str) -> list[str]:
@@ -227,4 +242,16 @@ def _monitor(name: str, p: dict[str, Any]) -> Monitor:
 def _tip(name: str, p: dict[str, Any]) -> TrafficIpGroup:
     basic = p["basic"]
     return TrafficIpGroup(name=name, ipaddresses=tuple(basic["ipaddresses"]),
-                          machines=tuple(basic["machines"]), enabled=basic["enabled"])
+                          machines=tuple(basic["machines"]), enabled=basic["enabled"],
+                          passive_machines=tuple(basic.get("passive_machines", ())),
+                          keeptogether=bool(basic.get("keeptogether", False)))
+
+
+def _fault_tolerance(settings: dict[str, Any]) -> FaultTolerance:
+    # .get: a store written before these settings existed has none of them
+    filled = {**fill_settings({}), **settings}
+    return FaultTolerance(monitor_interval=filled["monitor_interval"] / 1000,
+                          monitor_timeout=filled["monitor_timeout"] / 1000,
+                          child_timeout=filled["child_timeout"] / 1000,
+                          autofailback=bool(filled["autofailback"]),
+                          verbose=bool(filled["verbose"]))

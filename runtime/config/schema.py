@@ -257,12 +257,22 @@ SCHEMA: dict[str, dict[str, dict[str, Field]]] = {
             "ipaddresses": Field([], _list(_ip)),
             "machines": Field([], _list(_host)),
             "enabled": Field(True, _bool),
+            # members that raise the IPs only while every member of "machines" is down
+            "passive_machines": Field([], _list(_host)),
+            "keeptogether": Field(False, _bool),  # all the group's IPs on one member
         },
     },
 }
 
 SETTINGS: dict[str, Field] = {
     "workers": Field(0, _int(0, 256)),  # 0: one per CPU
+    # Fault tolerance (the reference product's flipper! settings; docs/cluster.md):
+    # heartbeat period and the silence after which a member counts as failed, in ms.
+    "monitor_interval": Field(500, _int(50, 60000)),
+    "monitor_timeout": Field(1500, _int(100, 600000)),
+    "child_timeout": Field(5000, _int(100, 600000)),  # ms a dead worker may go unreplaced
+    "autofailback": Field(False, _bool),
+    "verbose": Field(False, _bool),
 }
 
 

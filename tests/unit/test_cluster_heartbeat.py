@@ -105,7 +105,7 @@ def test_real_datagrams_between_two_endpoints() -> None:
         got.clear()
         await asyncio.to_thread(send_leaving, SECRET, "tm2", 3, [("127.0.0.1", port)])
         await asyncio.wait_for(got.wait(), 5)
-        sender.transport.close()  # type: ignore[union-attr]
+        sender.transport.close()
         receiver.transport.close()
         return p
 

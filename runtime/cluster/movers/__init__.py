@@ -31,6 +31,9 @@ class Mover(Protocol):
     def announce(self, ip: str) -> None:
         """Tell the network again that the IP is here (repeated after a takeover)."""
 
+    def prepare(self, ips: list[str]) -> None:
+        """Look up now what a takeover of ``ips`` will need (not during one)."""
+
 
 def choose(platform: str | None) -> Mover:
     """The mover for ``platform`` ("ec2", or anything else: local)."""

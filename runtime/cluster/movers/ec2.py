@@ -138,3 +138,6 @@ class Ec2Mover:
 
     def announce(self, ip: str) -> None:
         """Nothing to do: the VPC routes by its own mapping, not by ARP."""
+
+    def prepare(self, ips: list[str]) -> None:
+        """Nothing to look up in advance."""

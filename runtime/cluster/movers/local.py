@@ -72,6 +72,13 @@ class LocalMover:
             self.links[ip] = find_link(ip)
         return self.links[ip]
 
+    def prepare(self, ips: list[str]) -> None:
+        for ip in ips:
+            try:
+                self._link(ip)
+            except MoverError as exc:  # said again, as an error, if it ever has to rise here
+                log.warning("%s", exc)
+
     def raise_ip(self, ip: str) -> None:
         link = self._link(ip)
         argv = ["ip", "addr", "replace", f"{ip}/{link.prefix}", "dev", link.device]
