@@ -6,7 +6,9 @@ this is also how the real credential chain gets exercised. It serves:
 
 * ``GET /msi/token`` — an App Service managed-identity endpoint, so azure-identity's
   DefaultAzureCredential (``IDENTITY_ENDPOINT`` + ``IDENTITY_HEADER``) gets a token
-  from here; every ARM call must carry exactly that token.
+  from here; every ARM call must carry exactly that token. A token for Azure Storage
+  is a JWT with the claims Azurite's ``--oauth basic`` checks, so the blob side can
+  use the same credential chain against Azurite over https.
 * ``GET|PUT .../providers/Microsoft.Compute/images/{name}``
 * ``GET|PUT .../galleries/{g}/images/{i}`` and ``.../images/{i}/versions/{v}``
 * ``GET .../locations/{loc}/operations/{id}`` — the ``Azure-AsyncOperation`` poll.
@@ -25,6 +27,7 @@ ARM words it.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -93,9 +96,34 @@ def check_vhd(size: int, footer: bytes) -> str | None:
     return None
 
 
+def make_cert(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (and its key): the fake's, and Azurite's
+    when it serves https beside it (one REQUESTS_CA_BUNDLE then trusts both)."""
+    key_pem, cert_pem = generate("localhost", ["127.0.0.1"])
+    cert_path, key_path = folder / "fake-tls.crt", folder / "fake-tls.key"
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def storage_jwt(tenant: str = "72f988bf-86f1-41af-91ab-2d7cd011db47") -> str:
+    """A token shaped like Entra ID's for Azure Storage: a JWT with the issuer, audience
+    and lifetime Azurite's ``--oauth basic`` checks (it checks no signature)."""
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"aud": "https://storage.azure.com", "iss": f"https://sts.windows.net/{tenant}/",
+              "iat": now - 60, "nbf": now - 60, "exp": now + 3600, "oid": "publisher",
+              "tid": tenant}
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.{secrets.token_hex(16)}"
+
+
 class FakeArm:
     def __init__(self, tmp: Path, *, polls: int = 2, forbidden: frozenset[str] = frozenset(),
-                 blob_reader: BlobReader | None = None) -> None:
+                 blob_reader: BlobReader | None = None,
+                 cert: tuple[Path, Path] | None = None) -> None:
         self.polls = polls
         self.forbidden = set(forbidden)
         self.blob_reader = blob_reader
@@ -105,14 +133,12 @@ class FakeArm:
         self.galleries: set[tuple[str, str, str]] = set()  # (sub, rg, gallery), made by tests
         self.operations: dict[str, _Operation] = {}
         self.seen: list[Seen] = []
+        self.resources_asked: list[str] = []  # the token endpoint's ?resource= values
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        key_pem, cert_pem = generate("localhost", ["127.0.0.1"])
-        self.cert_path = tmp / "arm-fake.crt"
-        key_path = tmp / "arm-fake.key"
-        self.cert_path.write_bytes(cert_pem)
-        key_path.write_bytes(key_pem)
-        key_path.chmod(0o600)
+        if cert is None:
+            cert = make_cert(tmp)
+        self.cert_path, key_path = cert
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_path, key_path)
         fake = self
@@ -186,9 +212,12 @@ class FakeArm:
         if parts.path == "/msi/token":
             if headers.get("x-identity-header") != self.identity_header:
                 raise ArmError(401, "Unauthorized", "X-IDENTITY-HEADER missing or wrong")
-            return 200, {"access_token": self.token, "token_type": "Bearer",
-                         "expires_on": str(int(time.time()) + 3600),
-                         "resource": query.get("resource", [""])[0]}, {}
+            resource = query.get("resource", [""])[0]
+            # Storage gets a JWT (Azurite checks its claims); everything else ARM's token.
+            token = storage_jwt() if resource.startswith("https://storage.azure.com") else self.token
+            self.resources_asked.append(resource)
+            return 200, {"access_token": token, "token_type": "Bearer",
+                         "expires_on": str(int(time.time()) + 3600), "resource": resource}, {}
         if headers.get("authorization") != f"Bearer {self.token}":
             raise ArmError(401, "InvalidAuthenticationToken",
                            "The access token is missing or invalid.")

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
 
 import publish_artifacts as pa
-from azure_arm import FakeArm
+from azure_arm import FakeArm, make_cert
 from blob_gate import BlobGate
 from emulators import emulator
 
@@ -74,7 +74,8 @@ def azurite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def connection_string(url: str) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+    scheme = url.split(":", 1)[0]
+    return (f"DefaultEndpointsProtocol={scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={url}/{ACCOUNT};")
 
 
@@ -108,15 +109,20 @@ def gate(azurite: str) -> Iterator[BlobGate]:
         yield running
 
 
-@pytest.fixture
-def arm(tmp_path: Path, azurite: str, gate: BlobGate,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArm]:
+def clean_azure_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Azure setting inherited from the runner reaches the credential chain."""
     for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_USERNAME",
                  "AZURE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
                  "AZURE_AUTHORITY_HOST", "AZURE_SUBSCRIPTION_ID", "MSI_ENDPOINT", "MSI_SECRET",
                  "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT", "AZURE_STORAGE_CONNECTION_STRING",
                  "AZURE_POD_IDENTITY_AUTHORITY_HOST", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def arm(tmp_path: Path, azurite: str, gate: BlobGate,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeArm]:
+    clean_azure_env(monkeypatch)
     with FakeArm(tmp_path, blob_reader=reader(azurite)) as fake:
         for key, value in fake.env().items():
             monkeypatch.setenv(key, value)
@@ -339,3 +345,45 @@ def test_a_failed_image_of_this_build_is_made_again(build: Build, arm: FakeArm) 
     assert "already uploaded" in result.stdout  # the blob is complete: not sent again
     assert len(arm.requests("PUT", r"/images/")) == 2
     assert arm.resources[key]["properties"]["provisioningState"] == "Succeeded"
+
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def azurite_oauth(tls: tuple[Path, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite over https that also takes bearer tokens (``--oauth basic``)."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: Azurite (npm) cannot run")
+    if not AZURITE.exists():
+        pytest.skip(f"{AZURITE} missing: scripts/setup.sh installs Azurite with npm ci")
+    argv = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence",
+            "--extentMemoryLimit", "256", "--silent", "--disableTelemetry",
+            "--skipApiVersionCheck", "--oauth", "basic", "--cert", str(tls[0]), "--key", str(tls[1])]
+    with emulator(argv, r"listens on (?P<url>https://\S+)",
+                  cwd=str(tmp_path_factory.mktemp("azurite-oauth"))) as running:
+        yield running.url
+
+
+def test_blob_endpoint_with_the_default_credential_chain(build: Build, azurite_oauth: str,
+                                                         tls: tuple[Path, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # No connection string: the blob side uses DefaultAzureCredential too, over TLS.
+    clean_azure_env(monkeypatch)
+    with FakeArm(tmp_path, cert=tls, blob_reader=reader(azurite_oauth)) as arm:
+        for key, value in arm.env().items():
+            monkeypatch.setenv(key, value)
+        result = publish(build, arm, "--blob-endpoint", f"{azurite_oauth}/{ACCOUNT}")
+        assert result.exit_code == 0, result.stderr
+        assert "https://storage.azure.com" in arm.resources_asked
+        name = image_name(build)
+        blob = blob_sdk.BlobServiceClient.from_connection_string(
+            connection_string(azurite_oauth)).get_blob_client(CONTAINER, f"{name}.vhd")
+        assert hashlib.sha256(blob.download_blob().readall()).hexdigest() == pa.sha256(build.vhd)
+        body = arm.requests("PUT", r"/images/")[0].body
+        assert body["properties"]["storageProfile"]["osDisk"]["blobUri"] == (
+            f"{azurite_oauth}/{ACCOUNT}/{CONTAINER}/{name}.vhd")
