@@ -76,7 +76,8 @@ class Timeline:
     """Console milestones in order, with QEMU-relative times for the report."""
 
     def __init__(self, vm: Vm) -> None:
-        self.vm, self.at, self.marks = vm, 0, []
+        self.vm, self.at = vm, 0
+        self.marks: list[tuple[float, str]] = []
 
     def expect(self, pattern: str, timeout: float, what: str) -> re.Match[str]:
         match = self.vm.wait_for(pattern, timeout, start=self.at, what=what)
