@@ -212,12 +212,12 @@ class FakeArm:
         if parts.path == "/msi/token":
             if headers.get("x-identity-header") != self.identity_header:
                 raise ArmError(401, "Unauthorized", "X-IDENTITY-HEADER missing or wrong")
-            resource = query.get("resource", [""])[0]
+            audience = query.get("resource", [""])[0]
             # Storage gets a JWT (Azurite checks its claims); everything else ARM's token.
-            token = storage_jwt() if resource.startswith("https://storage.azure.com") else self.token
-            self.resources_asked.append(resource)
+            token = storage_jwt() if audience.startswith("https://storage.azure.com") else self.token
+            self.resources_asked.append(audience)
             return 200, {"access_token": token, "token_type": "Bearer",
-                         "expires_on": str(int(time.time()) + 3600), "resource": resource}, {}
+                         "expires_on": str(int(time.time()) + 3600), "resource": audience}, {}
         if headers.get("authorization") != f"Bearer {self.token}":
             raise ArmError(401, "InvalidAuthenticationToken",
                            "The access token is missing or invalid.")
