@@ -38,9 +38,10 @@ from lockgate.runtime.cluster.state import (
     CONTROL_PORT,
     ClusterState,
     Member,
-    ensure_cluster,
     load_cluster,
+    new_cluster,
     save_cluster,
+    update_cluster,
 )
 
 log = logging.getLogger("lockgate.runtime.cluster")
@@ -317,22 +318,26 @@ class JoinService:
             raise JoinRefused(400, "cluster.bad_request", f"bad member name {name!r}")
         me = Member(self.name, str(request.get("member_address") or "127.0.0.1"),
                     self.admin_port, self.control_port, self.fingerprint)
-        state = ensure_cluster(self.state_dir, me)
-        old = state.member(name)
-        if old is not None and old.fingerprint != fingerprint:
-            raise JoinRefused(409, "cluster.name_in_use",
-                              f"a member named {name!r} is already in the cluster with another "
-                              "certificate; give the new one another name")
-        limit = max_members(self.state_dir)
-        if old is None and len(state.members) >= limit:
-            raise JoinRefused(403, "cluster.licence_limit",
-                              f"the cluster already has {len(state.members)} members: the "
-                              f"Community Edition licence allows at most {limit} traffic "
-                              "managers in a cluster")
         joiner = Member(name, address, admin_port, control_port, fingerprint,
                         location if isinstance(location, str) else None)
-        state = state.with_member(joiner)
-        save_cluster(self.state_dir, state)
+        limit = max_members(self.state_dir)
+
+        def add(current: ClusterState | None) -> ClusterState:
+            state = current if current is not None else new_cluster(me)
+            old = state.member(name)
+            if old is not None and old.fingerprint != fingerprint:
+                raise JoinRefused(409, "cluster.name_in_use",
+                                  f"a member named {name!r} is already in the cluster with "
+                                  "another certificate; give the new one another name")
+            if old is None and len(state.members) >= limit:
+                raise JoinRefused(403, "cluster.licence_limit",
+                                  f"the cluster already has {len(state.members)} members: the "
+                                  f"Community Edition licence allows at most {limit} traffic "
+                                  "managers in a cluster")
+            return state.with_member(joiner)
+
+        state = update_cluster(self.state_dir, add)
+        assert state is not None
         store = ConfigStore(self.state_dir)
         notes = self._join_tips(store, name) if join_tips else []
         version, tree = store.snapshot()
@@ -357,14 +362,16 @@ class JoinService:
         return [f"join_tips: added to traffic IP group {group}"]
 
     def remove(self, name: str) -> ClusterState:
-        state = load_cluster(self.state_dir)
-        if state is None or state.member(name) is None:
-            raise JoinRefused(404, "cluster.no_such_member", f"no member named {name!r}")
-        if name == self.name:
-            raise JoinRefused(409, "cluster.remove_self",
-                              "a member cannot remove itself; remove it from another member")
-        state = state.without_member(name)
-        save_cluster(self.state_dir, state)
+        def drop(state: ClusterState | None) -> ClusterState:
+            if state is None or state.member(name) is None:
+                raise JoinRefused(404, "cluster.no_such_member", f"no member named {name!r}")
+            if name == self.name:
+                raise JoinRefused(409, "cluster.remove_self",
+                                  "a member cannot remove itself; remove it from another member")
+            return state.without_member(name)
+
+        state = update_cluster(self.state_dir, drop)
+        assert state is not None
         return state
 
     def describe(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from lockgate.runtime.cluster.state import (
     Member,
     cluster_path,
     load_cluster,
-    save_cluster,
+    update_cluster,
 )
 from lockgate.runtime.config.schema import ConfigError
 from lockgate.runtime.config.store import ConfigStore, tree_digest
@@ -249,12 +249,19 @@ class Replicator:
                     log.warning("cluster: conflict at configuration version %d: the change "
                                 "from %s replaced this member's concurrent change", mine.version,
                                 source)
-            if ("members" in message and self.cluster is not None
-                    and theirs.members_key() > mine.members_key()):
+            if "members" in message and theirs.members_key() > mine.members_key():
                 members = tuple(Member.from_json(m) for m in message["members"])
-                state = replace(self.cluster, members=members, epoch=theirs.epoch)
-                await asyncio.to_thread(save_cluster, self.state_dir, state)
-                if state.me is None:
+
+                def take(current: ClusterState | None) -> ClusterState | None:
+                    if current is None:
+                        return None
+                    key = (current.epoch, members_digest(current.members))
+                    if theirs.members_key() <= key:
+                        return None  # changed here meanwhile (a join): keep the newer
+                    return replace(current, members=members, epoch=theirs.epoch)
+
+                state = await asyncio.to_thread(update_cluster, self.state_dir, take)
+                if state is not None and state.me is None:
                     log.warning("cluster: this member (%s) was removed from the cluster",
                                 state.name)
             self.refresh()

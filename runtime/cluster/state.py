@@ -14,8 +14,12 @@ membership change, so members can tell which member list is newer.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +109,33 @@ def load_cluster(state_dir: Path) -> ClusterState | None:
 def save_cluster(state_dir: Path, state: ClusterState) -> None:
     text = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
     atomic_write(cluster_path(state_dir), text.encode(), 0o600)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    path = cluster_path(state_dir).with_name(".cluster.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def update_cluster(state_dir: Path,
+                   change: Callable[[ClusterState | None], ClusterState | None]
+                   ) -> ClusterState | None:
+    """Read, change and save the member list as one step (an exclusive lock), so a join
+    answered here and a list arriving from a peer cannot overwrite each other.
+    ``change`` returns the new state, or None to leave the file as it is."""
+    with _locked(state_dir):
+        current = load_cluster(state_dir)
+        new = change(current)
+        if new is None:
+            return current
+        save_cluster(state_dir, new)
+        return new
 
 
 def new_cluster(me: Member) -> ClusterState:

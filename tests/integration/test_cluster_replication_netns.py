@@ -73,8 +73,10 @@ def test_a_change_reaches_every_member_within_a_second(
     topo, members = cluster
     joined(members)
     tm1, tm2, tm3 = members
+    # One warm-up round, not counted: right after the joins the links may still be
+    # forming (a new member is refused until every other member has heard of it).
     times = client_call(topo, PASSWORD, "probe", "--source", tm1.address, "--targets",
-                        f"{tm2.address},{tm3.address}", "--rounds", "5")["ms"]
+                        f"{tm2.address},{tm3.address}", "--rounds", "6")["ms"][1:]
     times += client_call(topo, PASSWORD, "probe", "--source", tm3.address, "--targets",
                          f"{tm1.address},{tm2.address}", "--rounds", "5")["ms"]
     print(f"replication_ms median {statistics.median(times):.1f} max {max(times):.1f}")
