@@ -101,6 +101,10 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
             state_dir, management["host"] if management else "", supervisor)
         if fault_tolerance.describe():
             details += " " + fault_tolerance.describe()
+        if mgmt is not None and mgmt.wizard_url() is not None:
+            # The one line an unconfigured appliance's console shows (ARCHITECTURE.md): whoever
+            # reads it may claim the wizard; the token is spent on first use.
+            print(f"lockgate-runtime: initial configuration: {mgmt.wizard_url()}", flush=True)
         print(f"lockgate-runtime: serving {details}", flush=True)
         await supervisor.main_loop()
     finally:

@@ -73,15 +73,20 @@ class Sessions:
         return len(self._by_digest)
 
 
-def cookie_token(header: str | None) -> str | None:
-    """The session token from a ``Cookie:`` header, if any."""
+def cookie_value(header: str | None, cookie: str) -> str | None:
+    """The value of cookie ``cookie`` in a ``Cookie:`` header, if any."""
     if not header:
         return None
     for part in header.split(";"):
         name, _, value = part.strip().partition("=")
-        if name == COOKIE and value:
+        if name == cookie and value:
             return value
     return None
+
+
+def cookie_token(header: str | None) -> str | None:
+    """The session token from a ``Cookie:`` header, if any."""
+    return cookie_value(header, COOKIE)
 
 
 def set_cookie(token: str, max_age: int) -> str:

@@ -23,6 +23,7 @@ from lockgate.runtime.admin.sessions import (
     cookie_token,
     set_cookie,
 )
+from lockgate.runtime.admin.wizard import WebWizard
 from lockgate.runtime.api.auth import Authenticator, Outcome
 from lockgate.runtime.api.http import Request, Response, mark_authenticated
 from lockgate.runtime.config.store import ConfigStore
@@ -35,7 +36,9 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "no-referrer"),
 ]
 NOT_CONFIGURED = ("This appliance has not been configured yet: no admin user exists. "
-                  "Give user-data with a password when launching it, or run "
+                  "Open the initial configuration wizard with the address printed on its "
+                  "console (<code>https://HOST:9090/wizard?token=&hellip;</code>), give "
+                  "user-data with a password when launching it, or run "
                   "<code>z-initial-config</code> on its console.")
 
 ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",)}
@@ -50,8 +53,10 @@ def _css() -> bytes:
 
 class AdminUi:
     def __init__(self, store: ConfigStore, auth: Authenticator, snapshot: Snapshot,
-                 fingerprint: str, sessions: Sessions | None = None) -> None:
+                 fingerprint: str, sessions: Sessions | None = None,
+                 wizard: WebWizard | None = None) -> None:
         self.store = store
+        self.wizard = wizard
         self.auth = auth
         self.snapshot = snapshot
         self.fingerprint = fingerprint
@@ -64,6 +69,15 @@ class AdminUi:
         if path == "/style.css" and get:
             return Response(200, self.css, "text/css; charset=utf-8",
                             [("Cache-Control", "max-age=3600")])
+        if path == "/wizard" or path.startswith("/wizard/"):
+            if self.wizard is None:
+                return self._page(410 if self.auth.configured() else 404, "Initial configuration",
+                                  '<p id="wizard-done">This appliance is already configured. '
+                                  '<a href="/login">Log in</a>.</p>' if self.auth.configured()
+                                  else f"<p>{NOT_CONFIGURED}</p>")
+            if method == "POST" and not _same_origin(request):
+                return self._page(403, "Forbidden", "<p>Cross-site request refused.</p>")
+            return await self.wizard(request, self._page)
         if path not in ALLOWED_METHODS:
             return self._page(404, "Not found", "<p>There is no such page.</p>")
         allowed = ALLOWED_METHODS[path]

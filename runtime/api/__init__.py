@@ -72,6 +72,7 @@ class Management:
     certificate: Certificate
     fingerprint: str
     host: str
+    wizard_token: str | None = None  # set while the appliance awaits its initial configuration
 
     @property
     def address(self) -> str:
@@ -88,6 +89,12 @@ class Management:
         except ValueError:
             pass  # a host name: used as it is
         return f"https://{addr}:{port}"
+
+    def wizard_url(self) -> str | None:
+        """``https://HOST:9090/wizard?token=...`` while the wizard is unclaimed, else None."""
+        if self.wizard_token is None:
+            return None
+        return f"{self.url(self.admin.port)}/wizard?token={self.wizard_token}"
 
     def describe(self) -> str:
         return (f"admin={self.url(self.admin.port)} rest={self.url(self.rest.port)} "
@@ -109,6 +116,7 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     (default: :func:`load_limits`).
     """
     from lockgate.runtime.admin import AdminUi  # admin imports api: import here
+    from lockgate.runtime.admin.wizard import WebWizard, root_of
 
     state_dir = Path(state_dir)
     certificate = ensure_certificate(state_dir)
@@ -119,12 +127,17 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     snapshot = functools.partial(status.snapshot, state_dir)
     limits = limits or load_limits(state_dir)
     rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context, limits=limits)
-    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint), context,
-                       limits=limits)
+    wizard = None
+    root = root_of(state_dir)
+    if not auth.configured() and root is not None:
+        wizard = WebWizard(state_dir, root, auth.configured)
+    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint, wizard=wizard),
+                       context, limits=limits)
     await rest.start(host, rest_port)
     try:
         await admin.start(host, admin_port)
     except BaseException:
         await rest.close()
         raise
-    return Management(rest, admin, certificate, fingerprint, host)
+    return Management(rest, admin, certificate, fingerprint, host,
+                      wizard.token if wizard is not None else None)

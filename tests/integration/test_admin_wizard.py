@@ -1,0 +1,139 @@
+"""The web initial-configuration wizard over real HTTPS: token claim, steps, Finish, 410."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from test_api_support import Reply, Running, basic, running
+
+from lockgate.paths import StatePaths
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+NEW_PASSWORD = "wizard pass 1"
+
+
+@pytest.fixture
+def unconfigured(tmp_path: Path) -> Iterator[Running]:
+    state = tmp_path / "var/lib/lockgate"  # the appliance's layout under a test root
+    state.mkdir(parents=True)
+    with running(state) as srv:
+        yield srv
+
+
+def get(srv: Running, path: str, cookie: str | None = None) -> Reply:
+    return srv.request("GET", path, port=srv.admin_port,
+                       headers={"Cookie": cookie} if cookie else {})
+
+
+def post(srv: Running, path: str, form: dict[str, str], cookie: str | None = None,
+         headers: dict[str, str] | None = None) -> Reply:
+    all_headers = {**FORM, **(headers or {})}
+    if cookie:
+        all_headers["Cookie"] = cookie
+    return srv.request("POST", path, urlencode(form), port=srv.admin_port, headers=all_headers)
+
+
+def claim(srv: Running) -> tuple[str, str]:
+    url = srv.mgmt.wizard_url()
+    assert url is not None and "/wizard?token=" in url
+    reply = get(srv, url[url.index("/wizard"):])
+    assert reply.status == 303, reply.body
+    set_cookie = reply.headers["set-cookie"]
+    for attribute in ("HttpOnly", "Secure", "SameSite=Strict"):
+        assert attribute in set_cookie
+    cookie = set_cookie.split(";", 1)[0]
+    page = get(srv, "/wizard", cookie)
+    assert page.status == 200
+    found = re.search(r'name="csrf" value="([^"]+)"', page.body.decode())
+    assert found
+    return cookie, found.group(1)
+
+
+def complete(srv: Running, cookie: str, csrf: str) -> Reply:
+    steps = [("/wizard", {}),
+             ("/wizard/password", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
+             ("/wizard/licence", {"accept_license": "accept"}),
+             ("/wizard/time", {"timezone": "europe/london", "ntp_server": "ntp.example.org"}),
+             ("/wizard/security", {}),  # box unticked: intrusion prevention off
+             ("/wizard/licence-key", {"edition": "community"})]
+    for path, form in steps:
+        reply = post(srv, path, {**form, "csrf": csrf, "action": "next"}, cookie)
+        assert reply.status == 303, (path, reply.body[:400])
+    summary = get(srv, "/wizard/summary", cookie)
+    text = summary.body.decode()
+    assert summary.status == 200
+    assert "cluster_host=" in text and "cluster_fingerprint=" + srv.mgmt.fingerprint in text
+    assert NEW_PASSWORD.replace(" ", "&#32;") not in text and NEW_PASSWORD not in text
+    assert "&lt;redacted&gt;" in text
+    assert NEW_PASSWORD in get(srv, "/wizard/summary?show=1", cookie).body.decode()
+    return post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
+
+
+def test_only_the_console_token_claims_the_wizard(unconfigured: Running) -> None:
+    srv = unconfigured
+    assert get(srv, "/wizard?token=guess").status == 403
+    assert get(srv, "/wizard").status == 403  # no token, no cookie
+    claim(srv)
+    url = srv.mgmt.wizard_url() or ""
+    again = get(srv, url[url.index("/wizard"):])  # the token is spent
+    assert again.status == 403 and b"already been claimed" in again.body
+    assert get(srv, "/wizard/password", "lockgate_wizard=forged").status == 403
+
+
+def test_finish_writes_what_user_data_would_and_the_wizard_is_gone(unconfigured: Running) -> None:
+    srv = unconfigured
+    cookie, csrf = claim(srv)
+    assert post(srv, "/wizard/password", {"password": "x", "confirm": "x"}, cookie).status == 403
+    bad = post(srv, "/wizard/password", {"password": "short", "confirm": "short",
+                                         "csrf": csrf}, cookie)
+    assert bad.status == 422 and b'id="error-password"' in bad.body
+    assert b"at least 6 characters" in bad.body
+    bad = post(srv, "/wizard/time", {"timezone": "Mars/Base", "ntp_server": "bad host!",
+                                     "csrf": csrf}, cookie)
+    assert bad.status == 422 and b'id="error-timezone"' in bad.body
+    assert b'id="error-ntp_server"' in bad.body
+    done = complete(srv, cookie, csrf)
+    assert done.status == 200 and b"configured" in done.body
+
+    paths = StatePaths(srv.state_dir)
+    assert json.loads((paths.config / "time.json").read_text()) == {"ntp_server": "ntp.example.org"}
+    assert json.loads((paths.config / "security.json").read_text()) == {
+        "ssh_intrusion_prevention": False}
+    assert (paths.config / "timezone").read_text().strip() == "Europe/London"
+    assert json.loads(paths.licence.read_text())["accepted"] is True
+    assert NEW_PASSWORD not in paths.users.read_text()
+    # The new password works on the REST API and the Admin UI; the wizard answers 410.
+    assert srv.request("GET", "/api/tm/", auth=basic("admin", NEW_PASSWORD)).status == 200
+    login = post(srv, "/login", {"username": "admin", "password": NEW_PASSWORD})
+    assert login.status == 303 and login.headers["location"] == "/"
+    assert get(srv, "/wizard", cookie).status == 410
+    assert post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie).status == 410
+    url = srv.mgmt.wizard_url() or ""
+    assert get(srv, url[url.index("/wizard"):]).status == 410
+
+
+def test_back_and_an_unanswered_step(unconfigured: Running) -> None:
+    srv = unconfigured
+    cookie, csrf = claim(srv)
+    back = post(srv, "/wizard/time", {"csrf": csrf, "action": "back"}, cookie)
+    assert back.status == 303 and back.headers["location"] == "/wizard/licence"
+    summary = get(srv, "/wizard/summary", cookie)
+    assert b'id="error-missing"' in summary.body and b"Licence agreement" in summary.body
+    refused = post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
+    assert refused.status == 303 and refused.headers["location"] == "/wizard/licence"
+    assert not StatePaths(srv.state_dir).users.exists()
+
+
+def test_a_configured_appliance_has_no_wizard(tmp_path: Path) -> None:
+    from test_api_support import write_users
+
+    state = tmp_path / "var/lib/lockgate"
+    write_users(state)
+    with running(state) as srv:
+        assert srv.mgmt.wizard_url() is None
+        assert get(srv, "/wizard?token=x").status == 410
