@@ -72,6 +72,7 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK: Final = b"0\r\n\r\n"
+TE_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
 
 
 class RequestHead:
@@ -123,8 +124,13 @@ class ProtocolError(Exception):
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})  # name no other header
 
 
-# Headers that decide where a request ends: an underscore spelling of one is a 400.
-_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
+# Underscore spellings of headers that frame a request (a 400) or that the proxy sets
+# (dropped). A set lookup, not a scan of every name for "_": it is per header.
+_UNDERSCORED: Final = frozenset({
+    b"content_length", b"transfer_encoding",
+    b"x_forwarded_for", b"x-forwarded_for", b"x_forwarded-for",
+    b"x_forwarded_proto", b"x-forwarded_proto", b"x_forwarded-proto",
+})
 
 
 def _connection_tokens(value: bytes) -> set[bytes]:
@@ -253,13 +259,6 @@ class RequestReader:
         if self._head_bytes > self.max_header_bytes:
             raise ProtocolError(431)
         lname = name.lower()
-        if b"_" in lname:  # CGI/WSGI nodes read "_" as "-": X_Forwarded_For is X-Forwarded-For
-            dashed = lname.replace(b"_", b"-")
-            if dashed in _FRAMING:
-                raise ProtocolError(400)
-            if dashed == b"x-forwarded-for" or (dashed == b"x-forwarded-proto"
-                                                and self.strip_forwarded_proto):
-                return  # the proxy's own header is the only one the node may see
         if lname in HOP_BY_HOP:
             if lname == b"connection":
                 tokens = _connection_tokens(value)
@@ -279,6 +278,13 @@ class RequestReader:
             elif lname == b"upgrade":
                 head.upgrade = value
             return
+        if lname in _UNDERSCORED:  # (the name's hash is cached by the lookup above: cheap)
+            # CGI/WSGI nodes read "_" as "-": X_Forwarded_For is their X-Forwarded-For
+            dashed = lname.replace(b"_", b"-")
+            if dashed == b"content-length" or dashed == b"transfer-encoding":
+                raise ProtocolError(400)
+            if dashed == b"x-forwarded-for" or self.strip_forwarded_proto:
+                return  # the proxy's own header is the only one the node may see
         if lname == b"content-length":
             head.content_length = int(value)
         elif lname == b"host":
@@ -594,19 +600,23 @@ class ResponseReader:
         # RFC 9112 6.3: chunked framing only when chunked is the last coding; any other
         # Transfer-Encoding means a body that runs until the node closes. Codings other
         # than chunked (gzip, ...) are the body's and stay named for the client.
-        codings: list[bytes] = [] if simple else _transfer_codings(head)
-        node_chunked = bool(codings) and codings[-1] == b"chunked"
-        te = b"Transfer-Encoding: chunked\r\n"
-        if codings and codings != [b"chunked"]:
-            te = b"Transfer-Encoding: %s\r\n" % b", ".join(
-                [c for c in codings if c != b"chunked"] + [b"chunked"])
-        length = not codings and b"\r\ncontent-length:" in low
+        te = TE_CHUNKED
+        if simple:  # no Transfer-Encoding line (the common case: nothing to allocate)
+            coded = node_chunked = False
+        else:
+            codings = _transfer_codings(head)
+            coded = bool(codings)
+            node_chunked = coded and codings[-1] == b"chunked"
+            if coded and codings != [b"chunked"]:
+                te = b"Transfer-Encoding: %s\r\n" % b", ".join(
+                    [c for c in codings if c != b"chunked"] + [b"chunked"])
+        length = not coded and b"\r\ncontent-length:" in low
         no_body = self._head_request or status in (204, 304)
         keep = self._client_keep_alive
         extra = b""
         if no_body:
             self._mode = 0
-            if codings and not self._client_http10:
+            if coded and not self._client_http10:
                 extra = te
         elif length:
             self._mode = 0
