@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 COOKIE = "lockgate_session"
 
@@ -22,6 +22,9 @@ class Session:
     expires: float
     last_seen: float
     credential: str | None = None  # digest of the password hash at login (see AdminUi)
+    # Sent in every state-changing form and compared in constant time: a page on another
+    # site cannot read it, so it cannot forge the form (SameSite=Strict is the second lock).
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 class Sessions:

@@ -9,13 +9,19 @@ REST API's users file and failure limiter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import html
+import json
+import time
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lockgate import __version__
+from lockgate.runtime.admin.events import EventLog
+from lockgate.runtime.admin.forms import KIND_TITLES, document_from_form, form_layout, input_name
 from lockgate.runtime.admin.sessions import (
     Session,
     Sessions,
@@ -26,11 +32,13 @@ from lockgate.runtime.admin.sessions import (
 from lockgate.runtime.admin.wizard import WebWizard
 from lockgate.runtime.api.auth import Authenticator, Outcome
 from lockgate.runtime.api.http import Request, Response, mark_authenticated
+from lockgate.runtime.config.schema import KINDS
 from lockgate.runtime.config.store import ConfigStore
 
 HTML = "text/html; charset=utf-8"
 SECURITY_HEADERS = [
-    ("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; "
+    ("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; "
+                                "connect-src 'self'; img-src 'self'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
@@ -41,7 +49,13 @@ NOT_CONFIGURED = ("This appliance has not been configured yet: no admin user exi
                   "user-data with a password when launching it, or run "
                   "<code>z-initial-config</code> on its console.")
 
-ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",)}
+ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",),
+                   "/events": ("GET", "HEAD"), "/system": ("GET", "HEAD"),
+                   "/status.json": ("GET", "HEAD")}
+CONFIG_PREFIX = "/config/"
+NAV = (("/", "Status"), ("/config/virtual_servers", "Virtual servers"), ("/config/pools", "Pools"),
+       ("/config/monitors", "Monitors"), ("/config/traffic_ip_groups", "Traffic IP groups"),
+       ("/events", "Event log"), ("/system", "System"))
 
 Snapshot = Callable[[], Mapping[str, Any]]
 e = html.escape
@@ -51,17 +65,25 @@ def _css() -> bytes:
     return resources.files("lockgate.runtime.admin").joinpath("style.css").read_bytes()
 
 
+def _js() -> bytes:
+    return resources.files("lockgate.runtime.admin").joinpath("chart.js").read_bytes()
+
+
 class AdminUi:
     def __init__(self, store: ConfigStore, auth: Authenticator, snapshot: Snapshot,
                  fingerprint: str, sessions: Sessions | None = None,
-                 wizard: WebWizard | None = None) -> None:
+                 wizard: WebWizard | None = None, rest: Any = None,
+                 events: EventLog | None = None) -> None:
         self.store = store
         self.wizard = wizard
+        self.rest = rest  # the REST API's handler: the UI changes objects through it
+        self.events = events or EventLog(store.state_dir)
         self.auth = auth
         self.snapshot = snapshot
         self.fingerprint = fingerprint
         self.sessions = sessions or Sessions()
         self.css = _css()
+        self.js = _js()
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.path, request.method
@@ -69,6 +91,9 @@ class AdminUi:
         if path == "/style.css" and get:
             return Response(200, self.css, "text/css; charset=utf-8",
                             [("Cache-Control", "max-age=3600")])
+        if path == "/chart.js" and get:
+            return Response(200, self.js, "text/javascript; charset=utf-8",
+                            [("Cache-Control", "max-age=3600"), *SECURITY_HEADERS])
         if path == "/wizard" or path.startswith("/wizard/"):
             if self.wizard is None:
                 return self._page(410 if self.auth.configured() else 404, "Initial configuration",
@@ -78,9 +103,13 @@ class AdminUi:
             if method == "POST" and not _same_origin(request):
                 return self._page(403, "Forbidden", "<p>Cross-site request refused.</p>")
             return await self.wizard(request, self._page)
-        if path not in ALLOWED_METHODS:
+        allowed: tuple[str, ...]
+        if path.startswith(CONFIG_PREFIX):
+            allowed = ("GET", "HEAD", "POST")
+        elif path not in ALLOWED_METHODS:
             return self._page(404, "Not found", "<p>There is no such page.</p>")
-        allowed = ALLOWED_METHODS[path]
+        else:
+            allowed = ALLOWED_METHODS[path]
         if method not in allowed:
             response = self._page(405, "Method not allowed", "<p>Method not allowed.</p>")
             response.headers.append(("Allow", ", ".join(allowed)))
@@ -91,9 +120,6 @@ class AdminUi:
             return self._page(503 if method == "POST" else 200, "Initial configuration needed",
                               f'<section class="notice"><p>{NOT_CONFIGURED}</p></section>')
         token = cookie_token(request.headers.get("cookie"))
-        if path == "/logout":
-            self.sessions.end(token)
-            return _redirect("/login", [("Set-Cookie", clear_cookie())])
         if path == "/login":
             if method == "POST":
                 return await self._login(request)
@@ -106,6 +132,27 @@ class AdminUi:
         if session is None:
             return _redirect("/login")
         mark_authenticated()  # a live session: this connection keeps its slot under a flood
+        if method == "POST":
+            form = _form(request)
+            if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
+                return self._page(403, "Forbidden", "<p>This form has no valid CSRF token: "
+                                  "reload the page and try again.</p>")
+            if path == "/logout":
+                self.sessions.end(token)
+                await asyncio.to_thread(self.events.add, "login", f"{session.user} logged out")
+                return _redirect("/login", [("Set-Cookie", clear_cookie())])
+            return await self._config_post(session, path, form)
+        if path == "/status.json":
+            snap = await asyncio.to_thread(self._observed_snapshot)
+            return Response.json(200, {"time": time.time(), **snap},
+                                 [("Cache-Control", "no-store"), *SECURITY_HEADERS])
+        if path == "/events":
+            events = await asyncio.to_thread(self.events.recent)
+            return self._render(200, "events.html", session, {"events": events}, "/events")
+        if path == "/system":
+            return self._render(200, "system.html", session, self._system(), "/system")
+        if path.startswith(CONFIG_PREFIX):
+            return await self._config_get(session, path, request)
         return await self._status(session)
 
     # ---- login ---------------------------------------------------------------------------
@@ -114,7 +161,12 @@ class AdminUi:
         user = (form.get("username") or [""])[0]
         password = (form.get("password") or [""])[0]
         verdict = await self.auth.check(request.client, user or None, password or None)
+        if verdict.outcome is not Outcome.OK or not verdict.user:
+            await asyncio.to_thread(self.events.add, "login",
+                                    f"failed login for {user[:64]!r} from {request.client}")
         if verdict.outcome is Outcome.OK and verdict.user:
+            await asyncio.to_thread(self.events.add, "login",
+                                    f"{verdict.user} logged in from {request.client}")
             token = self.sessions.create(verdict.user, self.auth.credential_tag(verdict.user))
             cookie = set_cookie(token, int(self.sessions.lifetime))
             return _redirect("/", [("Set-Cookie", cookie)])
@@ -140,18 +192,126 @@ class AdminUi:
     # ---- status --------------------------------------------------------------------------
     async def _status(self, session: Session) -> Response:
         tree, version = await asyncio.to_thread(self._read_config)
-        snap = await asyncio.to_thread(self.snapshot)
+        snap = await asyncio.to_thread(self._observed_snapshot)
         body = [f"""<section><h2>Appliance</h2><table>
 <tr><th>lockgate version</th><td>{e(__version__)}</td></tr>
 <tr><th>Configuration version</th><td>{version}</td></tr>
 <tr><th>Certificate SHA-1 fingerprint</th><td><code>{e(self.fingerprint)}</code></td></tr>
-</table></section>""", self._virtual_servers(tree, snap), self._pools(tree, snap)]
-        logout = (f'<form method="post" action="/logout"><span>{e(session.user)}</span> '
-                  f'<button type="submit">Log out</button></form>')
-        return self._page(200, "Status", "\n".join(body), logout)
+</table></section>""", _CHART, self._virtual_servers(tree, snap), self._pools(tree, snap)]
+        return self._page(200, "Status", "\n".join(body), self._header(session, "/"))
 
     def _read_config(self) -> tuple[dict[str, Any], int]:
         return self.store.tree(), self.store.version
+
+    def _observed_snapshot(self) -> Mapping[str, Any]:
+        snap = self.snapshot()
+        self.events.observe(snap)
+        return snap
+
+    def _header(self, session: Session, current: str) -> str:
+        links = "".join(f'<a href="{href}"{" class=current" if href == current else ""}>'
+                        f"{e(label)}</a>" for href, label in NAV)
+        return (f'<nav>{links}</nav><form method="post" action="/logout">'
+                f'<input type="hidden" name="csrf" value="{e(session.csrf)}">'
+                f'<span>{e(session.user)}</span> <button type="submit" id="logout">Log out'
+                "</button></form>")
+
+    def _render(self, status: int, template: str, session: Session, context: dict[str, Any],
+                current: str) -> Response:
+        from lockgate.runtime.admin.templating import render
+
+        page = render(template, {**context, "header": self._header(session, current),
+                                 "csrf": session.csrf})
+        return Response(status, page.encode(), HTML, [("Cache-Control", "no-store"),
+                                                       *SECURITY_HEADERS])
+
+    # ---- configuration objects -------------------------------------------------------------
+    async def _config_get(self, session: Session, path: str, request: Request) -> Response:
+        parts = path[len(CONFIG_PREFIX):].strip("/").split("/")
+        kind = parts[0]
+        if kind not in KINDS or len(parts) > 2:
+            return self._page(404, "Not found", "<p>There is no such page.</p>")
+        tree, _ = await asyncio.to_thread(self._read_config)
+        if len(parts) == 1:
+            snap = await asyncio.to_thread(self._observed_snapshot)
+            return self._render(200, "config_list.html", session, {
+                "kind": kind, "title": KIND_TITLES[kind], "objects": sorted(tree[kind].items()),
+                "stats": snap.get(kind) or {}}, f"/config/{kind}")
+        name = parts[1]
+        if name == "new":
+            return self._edit_page(session, kind, None, None, {}, 200)
+        if name not in tree[kind]:
+            return self._page(404, "Not found", "<p>There is no such object.</p>")
+        return self._edit_page(session, kind, name, tree[kind][name]["properties"], {}, 200)
+
+    def _edit_page(self, session: Session, kind: str, name: str | None,
+                   properties: dict[str, Any] | None, errors: dict[str, str], status: int,
+                   new_name: str = "") -> Response:
+        return self._render(status, "config_edit.html", session, {
+            "kind": kind, "title": KIND_TITLES[kind], "name": name, "new_name": new_name,
+            "layout": form_layout(kind, properties), "errors": errors}, f"/config/{kind}")
+
+    async def _config_post(self, session: Session, path: str, form: dict[str, str]) -> Response:
+        parts = path[len(CONFIG_PREFIX):].strip("/").split("/")
+        kind = parts[0]
+        if kind not in KINDS or len(parts) not in (2, 3) or self.rest is None:
+            return self._page(404, "Not found", "<p>There is no such page.</p>")
+        name = parts[1]
+        if len(parts) == 3:
+            if parts[2] != "delete":
+                return self._page(404, "Not found", "<p>There is no such page.</p>")
+            reply = await self.rest._delete(kind, name)
+            if reply.status == 204:
+                await asyncio.to_thread(self.events.add, "config",
+                                        f"{session.user} deleted {kind} {name}")
+                return _redirect(f"/config/{kind}")
+            doc = json.loads(reply.body or b"{}")
+            return self._page(reply.status, "Cannot delete",
+                              f'<p class="error" role="alert">{e(doc.get("error_text", ""))}</p>'
+                              f'<p><a href="/config/{e(kind)}">Back</a></p>',
+                              self._header(session, f"/config/{kind}"))
+        creating = name == "new"
+        document = document_from_form(kind, form)
+        if creating:
+            name = form.get("name", "").strip()
+            tree, _ = await asyncio.to_thread(self._read_config)
+            if name in tree[kind]:
+                return self._edit_page(session, kind, None, document["properties"],
+                                       {"name": "an object of this name exists already"}, 409,
+                                       name)
+        reply = await self.rest._put(kind, name, json.dumps(document).encode())
+        if reply.status in (200, 201):
+            action = "created" if reply.status == 201 else "changed"
+            await asyncio.to_thread(self.events.add, "config",
+                                    f"{session.user} {action} {kind} {name}")
+            return _redirect(f"/config/{kind}")
+        doc = json.loads(reply.body or b"{}")
+        field = str((doc.get("error_info") or {}).get("field", ""))
+        text = str(doc.get("error_text", "invalid"))
+        message = text.split(": ", 1)[1] if text.startswith(field + ": ") else text
+        key = "name" if field == f"{kind}.{name}" else input_name(kind, name, field)
+        return self._edit_page(session, kind, None if creating else name,
+                               document["properties"], {key or "form": message},
+                               reply.status if reply.status >= 400 else 422,
+                               name if creating else "")
+
+    def _system(self) -> dict[str, Any]:
+        versions: list[tuple[str, str]] = [("lockgate", __version__)]
+        try:
+            from lockgate.paths import RELEASE_FILE
+
+            release = json.loads(RELEASE_FILE.read_text())
+            if isinstance(release, dict):
+                versions += [(f"release {k}", str(v)) for k, v in sorted(release.items())]
+        except (OSError, ValueError):
+            pass  # not on an appliance image: no release record
+        members: list[dict[str, Any]] = []
+        cluster = getattr(self.rest, "cluster", None)
+        if cluster is not None and hasattr(cluster, "members_status"):
+            with contextlib.suppress(Exception):  # the slot must never break the page
+                members = list(cluster.members_status())
+        return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
+                "config_version": self.store.version}
 
     @staticmethod
     def _virtual_servers(tree: Mapping[str, Any], snap: Mapping[str, Any]) -> str:
@@ -208,6 +368,18 @@ class AdminUi:
 </main></body></html>
 """
         return Response(status, page.encode(), HTML, list(SECURITY_HEADERS))
+
+
+_CHART = ('<section><h2>Traffic</h2><p class="hint">Requests per second over the last two '
+          'minutes, refreshed every 2 s.</p><svg id="traffic" viewBox="0 0 600 120" '
+          'role="img" aria-label="requests per second"></svg><p id="rate">-</p>'
+          '<script src="/chart.js"></script></section>')
+
+
+def _form(request: Request) -> dict[str, str]:
+    parsed = parse_qs(request.body.decode("utf-8", errors="replace"), keep_blank_values=True,
+                      max_num_fields=2000)
+    return {k: v[0] for k, v in parsed.items()}
 
 
 def _redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -126,12 +126,14 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     store = ConfigStore(state_dir)
     snapshot = functools.partial(status.snapshot, state_dir)
     limits = limits or load_limits(state_dir)
-    rest = HttpServer("rest", RestApi(store, auth, snapshot, document()), context, limits=limits)
+    rest_api = RestApi(store, auth, snapshot, document())
+    rest = HttpServer("rest", rest_api, context, limits=limits)
     wizard = None
     root = root_of(state_dir)
     if not auth.configured() and root is not None:
         wizard = WebWizard(state_dir, root, auth.configured)
-    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint, wizard=wizard),
+    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint, wizard=wizard,
+                                        rest=rest_api),
                        context, limits=limits)
     await rest.start(host, rest_port)
     try:

@@ -44,6 +44,12 @@ def session_cookie(reply: Reply) -> str:
     return set_cookie.split(";", 1)[0]
 
 
+def csrf_of(reply: Reply) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', reply.body.decode())
+    assert found, reply.body[:300]
+    return found.group(1)
+
+
 def test_login_status_logout_flow(server: Running) -> None:
     first = admin(server, "GET", "/")
     assert first.status == 303 and first.headers["location"] == "/login"
@@ -68,7 +74,8 @@ def test_login_status_logout_flow(server: Running) -> None:
     css = admin(server, "GET", "/style.css")
     assert css.status == 200 and css.headers["content-type"].startswith("text/css")
 
-    out = admin(server, "POST", "/logout", {}, cookie=cookie)
+    assert admin(server, "POST", "/logout", {}, cookie=cookie).status == 403  # no CSRF token
+    out = admin(server, "POST", "/logout", {"csrf": csrf_of(page)}, cookie=cookie)
     assert out.status == 303 and "Max-Age=0" in out.headers["set-cookie"]
     assert admin(server, "GET", "/", cookie=cookie).status == 303  # the old cookie is dead
 
@@ -146,3 +153,56 @@ def test_unknown_page_and_method(server: Running) -> None:
     assert admin(server, "GET", "/nope").status == 404
     wrong = admin(server, "GET", "/logout")
     assert wrong.status == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_security_headers_allow_only_own_scripts(server: Running) -> None:
+    page = admin(server, "GET", "/login")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    js = admin(server, "GET", "/chart.js")
+    assert js.status == 200 and js.headers["content-type"].startswith("text/javascript")
+
+
+def test_pool_and_virtual_server_pages_use_the_rest_api_rules(server: Running) -> None:
+    cookie = session_cookie(login(server))
+    csrf = csrf_of(admin(server, "GET", "/config/pools/new", cookie=cookie))
+    bad = admin(server, "POST", "/config/pools/new", {
+        "csrf": csrf, "name": "web", "basic.nodes_table[0].node": "127.0.0.1",
+        "basic.nodes_table[0].weight": "1", "load_balancing.algorithm": "round_robin"},
+        cookie=cookie)
+    assert bad.status == 422
+    assert re.search(r'data-field="basic.nodes_table\[0\].node">expected &#34;host:port&#34;',
+                     bad.body.decode()), bad.body.decode()[-1500:]
+    made = admin(server, "POST", "/config/pools/new", {
+        "csrf": csrf, "name": "web", "basic.nodes_table[0].node": "127.0.0.1:8080",
+        "basic.nodes_table[0].weight": "2", "basic.nodes_table[0].state": "active",
+        "basic.nodes_table[1].node": "", "basic.nodes_table[1].weight": "",
+        "basic.nodes_table[1].state": "", "basic.monitors": "",
+        "load_balancing.algorithm": "weighted_round_robin", "basic.passive_monitoring": "on"},
+        cookie=cookie)
+    assert made.status == 303 and made.headers["location"] == "/config/pools"
+    pool = server.api("GET", "/api/tm/1.0/config/active/pools/web").json()["properties"]
+    assert pool["basic"]["nodes_table"] == [{"node": "127.0.0.1:8080", "weight": 2,
+                                            "state": "active"}]
+    assert pool["load_balancing"]["algorithm"] == "weighted_round_robin"
+    taken = admin(server, "POST", "/config/virtual_servers/new", {
+        "csrf": csrf, "name": "site", "basic.port": "9070", "basic.pool": "web"}, cookie=cookie)
+    assert taken.status == 422 and b'data-field="basic.port"' in taken.body
+    missing = admin(server, "POST", "/config/virtual_servers/new", {
+        "csrf": csrf, "name": "site", "basic.port": "18081", "basic.pool": "nope"}, cookie=cookie)
+    assert missing.status == 409 and b"nope" in missing.body
+    markup = admin(server, "POST", "/config/monitors/new", {
+        "csrf": csrf, "name": "<b>x</b>"}, cookie=cookie)
+    assert markup.status == 422 and b"<b>x</b>" not in markup.body
+    assert b"&lt;b&gt;x&lt;/b&gt;" in markup.body
+    in_use = admin(server, "POST", "/config/pools/web/delete", {"csrf": csrf}, cookie=cookie)
+    assert in_use.status == 303  # nothing uses it yet
+    assert server.api("GET", "/api/tm/1.0/config/active/pools/web").status == 404
+    assert admin(server, "POST", "/config/pools/web/delete", {}, cookie=cookie).status == 403
+    events = admin(server, "GET", "/events", cookie=cookie).body.decode()
+    assert "admin created pools web" in events and "admin deleted pools web" in events
+    assert "admin logged in" in events
+    system = admin(server, "GET", "/system", cookie=cookie)
+    assert system.status == 200 and server.mgmt.fingerprint.encode() in system.body
