@@ -276,6 +276,9 @@ def _access(root: Path, data: Any, status: Status) -> None:
         access.sync_shadow(root)
     except OSError as exc:
         status.warnings.append(f"console password: cannot write the shadow file: {exc}")
+    from lockgate.firstboot.apply.services import apply_recorded
+
+    status.warnings += apply_recorded(root)
 
 
 def _tell_platform(source: Any, status: Status, failure: str | None, timeout: float) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from lockgate.firstboot.apply import services
 from lockgate.firstboot.apply.access import ACCOUNT as ADMIN
 from lockgate.firstboot.apply.access import KEYS_DIR, SHADOW_BASE, SHADOW_NAME
 from lockgate.image import gpt
@@ -219,6 +220,18 @@ def configure_admin(context: Context) -> None:
         _symlink(root, "/etc/shadow", str(RUN_DIR / SHADOW_NAME))
 
 
+def configure_services(context: Context) -> None:
+    """NTP server and SSH intrusion prevention follow files on the data partition
+    (lockgate.firstboot.apply.services)."""
+    root = context.rootfs
+    _symlink(root, "/etc/systemd/timesyncd.conf.d/lockgate.conf",
+             str(STATE_DIR / services.TIMESYNCD_FILE))
+    if (root / "usr/sbin/sshguard").exists():
+        _write(root, "/etc/systemd/system/sshguard.service.d/lockgate.conf",
+               render("sshguard-lockgate.conf.j2", state_dir=str(STATE_DIR),
+                      marker=str(STATE_DIR / "config" / services.NO_SSHGUARD_FILE)))
+
+
 def configure_system(context: Context) -> None:
     configure_identity(context)
     configure_boot_files(context)
@@ -226,6 +239,7 @@ def configure_system(context: Context) -> None:
     configure_network(context)
     install_units(context)
     configure_admin(context)
+    configure_services(context)
     build_data_tree(context)
 
 
@@ -246,4 +260,7 @@ def build_data_tree(context: Context) -> Path:
         shutil.copytree(context.rootfs / folder.lstrip("/"), tree / sub_dir, symlinks=True)
     for sub in ("config", "firstboot"):
         (tree / sub).mkdir(mode=0o700, exist_ok=True)
+    timesyncd = tree / services.TIMESYNCD_FILE  # never a dangling drop-in link
+    timesyncd.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    timesyncd.write_text(services.timesyncd_text(None))
     return tree
