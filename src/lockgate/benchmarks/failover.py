@@ -125,13 +125,20 @@ class FtMember:
     def state_dir(self) -> Path:
         return self.workdir / self.name
 
-    def start(self, timeout: float = 60.0) -> None:
+    def launch(self) -> None:
         argv = ["ip", "netns", "exec", self.ns, *lockgate_argv(), "runtime", "serve",
                 "--config", str(self.workdir / f"{self.name}.json"), "--state-dir",
                 str(self.state_dir), "--workers", "1", "--grace", "0.5", "--no-management"]
         self.child = start_long_lived(self.name, argv, {"LOCKGATE_IP_MOVER": "local"},
                                       on_line=self._line)
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        assert self.child is not None
         self.child.wait_for_line("lockgate-runtime: serving", timeout)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.wait_serving(timeout)
 
     def _line(self, line: str) -> None:
         if "raised here" in line:
@@ -184,8 +191,10 @@ class FtCluster:
                 save_cluster(m.state_dir, ClusterState(m.name, secret, everyone, 1))
                 (self.workdir / f"{m.name}.json").write_text(json.dumps(self.doc))
                 m.start_backend()
+            for m in self.members:  # all at once: a member alone for a monitor_timeout
+                m.launch()           # takes every IP (and keeps it, autofailback off)
             for m in self.members:
-                m.start()
+                m.wait_serving()
         except BaseException:
             self.close()
             raise
