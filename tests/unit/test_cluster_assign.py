@@ -129,3 +129,27 @@ def test_disabled_group_and_keeptogether() -> None:
     result = assign([off, together], serving)
     assert "10.0.1.1" not in result
     assert len({result[ip] for ip in together.ips}) == 1
+
+
+def test_configuration_fields_reach_the_assignment() -> None:
+    import pytest
+
+    from lockgate.runtime.cluster.tipgroups import groups_of
+    from lockgate.runtime.config.model import FaultTolerance, normalise_tree, parse_config
+    from lockgate.runtime.config.schema import ConfigError
+
+    tree = normalise_tree({"traffic_ip_groups": {"web": {"properties": {"basic": {
+        "ipaddresses": ["10.0.0.1", "10.0.0.2"], "machines": ["a", "b"],
+        "passive_machines": ["p"], "keeptogether": True}}}},
+        "settings": {"monitor_interval": 200, "autofailback": True}})
+    config = parse_config(tree, 1)
+    assert groups_of(config) == [GroupSpec("web", ("10.0.0.1", "10.0.0.2"), ("a", "b"), ("p",),
+                                           keeptogether=True)]
+    assert config.fault_tolerance == FaultTolerance(monitor_interval=0.2, autofailback=True)
+    assert parse_config(normalise_tree({}), 1).fault_tolerance == FaultTolerance()
+    for bad in ({"monitor_interval": 10}, {"autofailback": "yes"}, {"monitor_timeout": -1}):
+        with pytest.raises(ConfigError):
+            normalise_tree({"settings": bad})
+    with pytest.raises(ConfigError):
+        normalise_tree({"traffic_ip_groups": {"w": {"properties": {"basic": {
+            "passive_machines": ["not a host!"]}}}}})
