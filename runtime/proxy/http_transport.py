@@ -174,7 +174,9 @@ class HttpClient(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0].encode() if peer else b""
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
-        self.deadline = self.ctx.now + self.vs.config.request_timeout
+        # The loop's clock, not the sweeper's (up to a sweep old): a new connection's head
+        # deadline is the one a slow client meets first, so it is never cut short.
+        self.deadline = self.ctx.loop.time() + self.vs.config.request_timeout
         self.timer = T_REQUEST
         self.ctx.connections.add(self)
 
