@@ -5,9 +5,11 @@ One interface, chosen by where the appliance runs (``choose``):
 * :mod:`.local` — ``ip addr add``/``del`` on the interface whose subnet holds the IP,
   then gratuitous ARP (IPv4) or an unsolicited neighbour advertisement (IPv6);
 * :mod:`.ec2` — secondary private IPs on the instance's ENI, Elastic IPs associated
-  with ``AllowReassociation`` (boto3, imported only there).
+  with ``AllowReassociation`` (boto3, imported only there);
+* :mod:`.gce` — alias IP ranges on nic0, or nic0's access config for an external IP
+  (google-cloud-compute, imported only there).
 
-GCE and Azure movers are not written yet (see docs/cluster.md).
+The Azure mover is not written yet (see docs/cluster.md).
 Every method is blocking and idempotent: raising a raised IP, or dropping one not
 held, is not an error. Callers run them off the event loop.
 """
@@ -36,11 +38,15 @@ class Mover(Protocol):
 
 
 def choose(platform: str | None) -> Mover:
-    """The mover for ``platform`` ("ec2", or anything else: local)."""
+    """The mover for ``platform`` ("ec2", "gce", or anything else: local)."""
     if platform == "ec2":
         from lockgate.runtime.cluster.movers.ec2 import Ec2Mover
 
         return Ec2Mover.from_instance()
+    if platform == "gce":
+        from lockgate.runtime.cluster.movers.gce import GceMover
+
+        return GceMover.from_instance()
     from lockgate.runtime.cluster.movers.local import LocalMover
 
     return LocalMover()
