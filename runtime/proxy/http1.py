@@ -434,6 +434,18 @@ def may_resend(method: bytes, has_body: bool, reused: bool, received: bool,
     return reused and not received and not resent and not has_body and method in IDEMPOTENT
 
 
+# What a node connection dying (or speaking nonsense) mid-request leads to (node_broke).
+B_RESEND: Final = 1  # send the request again on a fresh connection (may_resend said so)
+B_502: Final = 2  # nothing of the answer was sent yet: answer 502 and close
+B_ABORT: Final = 3  # part of the answer went out: reset the client, never a truncated "success"
+
+
+def node_broke(answer_started: bool, resend: bool) -> int:
+    if resend:
+        return B_RESEND
+    return B_ABORT if answer_started else B_502
+
+
 def switch_allowed(request_done: bool) -> bool:
     """The node said 101 to an Upgrade request (ResponseReader refuses any other 101):
     a tunnel only once the request was wholly sent, else the 101 is a 502."""

@@ -26,6 +26,8 @@ from lockgate.runtime.proxy.context import (
     VsRuntime,
 )
 from lockgate.runtime.proxy.http1 import (
+    B_ABORT,
+    B_RESEND,
     CLOSED,
     CONNECTING,
     IDLE,
@@ -50,6 +52,7 @@ from lockgate.runtime.proxy.http1 import (
     deadline_status,
     error_response,
     may_resend,
+    node_broke,
     node_reusable,
     pump_action,
     switch_allowed,
@@ -495,9 +498,9 @@ class HttpClient(asyncio.Protocol):
         node.connections -= 1
         backend.close()
         head = self.head
-        if (head is not None and self.state != CLOSED
-                and may_resend(head.method, head.has_body, self.reused, received,
-                               self.retried_reuse)):
+        outcome = node_broke(started, head is not None and self.state != CLOSED and may_resend(
+            head.method, head.has_body, self.reused, received, self.retried_reuse))
+        if outcome == B_RESEND:
             self.retried_reuse = True
             self.state = CONNECTING
             self.pending = []
@@ -506,7 +509,7 @@ class HttpClient(asyncio.Protocol):
             self.ctx.spawn(self._open(pool, node))
             return
         pool.record_failure(node)
-        if started:
+        if outcome == B_ABORT:
             self.stats.errors += 1
             self.transport.abort()  # the client sees the cut, not a truncated "success"
             self.state = CLOSED

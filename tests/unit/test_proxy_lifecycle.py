@@ -10,6 +10,9 @@ from __future__ import annotations
 import pytest
 
 from lockgate.runtime.proxy.http1 import (
+    B_502,
+    B_ABORT,
+    B_RESEND,
     BODY,
     CLOSED,
     CONNECTING,
@@ -33,6 +36,7 @@ from lockgate.runtime.proxy.http1 import (
     after_answer,
     deadline_status,
     may_resend,
+    node_broke,
     node_reusable,
     pump_action,
     switch_allowed,
@@ -108,6 +112,15 @@ def test_which_requests_are_sent_again_after_a_kept_alive_connection_died(
         method: bytes, has_body: bool, reused: bool, received: bool, resent: bool,
         again: bool) -> None:
     assert may_resend(method, has_body, reused, received, resent) is again
+
+
+@pytest.mark.parametrize(("started", "resend", "outcome"), [
+    (False, True, B_RESEND),
+    (False, False, B_502),
+    (True, False, B_ABORT),  # part of the answer is out: a reset, not a 502 after it
+])
+def test_what_a_dead_node_connection_leads_to(started: bool, resend: bool, outcome: int) -> None:
+    assert node_broke(started, resend) == outcome
 
 
 def test_a_tunnel_opens_only_after_the_whole_request() -> None:
