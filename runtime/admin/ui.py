@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import html
 import json
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -27,6 +28,7 @@ from lockgate.runtime.admin.sessions import (
     Sessions,
     clear_cookie,
     cookie_token,
+    cookie_value,
     set_cookie,
 )
 from lockgate.runtime.admin.wizard import WebWizard
@@ -53,6 +55,7 @@ ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/lo
                    "/events": ("GET", "HEAD"), "/system": ("GET", "HEAD"),
                    "/status.json": ("GET", "HEAD")}
 CONFIG_PREFIX = "/config/"
+LOGIN_COOKIE = "lockgate_login"  # the login form's CSRF token (double submit)
 NAV = (("/", "Status"), ("/config/virtual_servers", "Virtual servers"), ("/config/pools", "Pools"),
        ("/config/monitors", "Monitors"), ("/config/traffic_ip_groups", "Traffic IP groups"),
        ("/events", "Event log"), ("/system", "System"))
@@ -160,6 +163,16 @@ class AdminUi:
         form = parse_qs(request.body.decode("utf-8", errors="replace"), max_num_fields=10)
         user = (form.get("username") or [""])[0]
         password = (form.get("password") or [""])[0]
+        # Login CSRF: a browser's form carries the login page's token, equal to the
+        # SameSite=Strict cookie set with it, which a form posted from another site lacks.
+        # Browsers always send Origin on a POST ("null" under no-referrer, so it cannot
+        # tell sites apart); a client sending none (curl, scripts) is no browser to abuse.
+        expected = cookie_value(request.headers.get("cookie"), LOGIN_COOKIE) or ""
+        given = (form.get("csrf") or [""])[0]
+        browser = "origin" in request.headers
+        if (browser or given or expected) and not (
+                expected and hmac.compare_digest(given.encode(), expected.encode())):
+            return self._login_page(403, "The login form expired; log in again.")
         verdict = await self.auth.check(request.client, user or None, password or None)
         if verdict.outcome is not Outcome.OK or not verdict.user:
             await asyncio.to_thread(self.events.add, "login",
@@ -181,13 +194,19 @@ class AdminUi:
 
     def _login_page(self, status: int, message: str = "") -> Response:
         error = f'<p class="error" role="alert">{e(message)}</p>' if message else ""
+        token = secrets.token_urlsafe(24)
         body = f"""<section><h2>Log in</h2>{error}
 <form class="login" method="post" action="/login">
+<input type="hidden" name="csrf" value="{token}">
 <label>User name <input name="username" autocomplete="username" required autofocus></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
 <button type="submit">Log in</button>
 </form></section>"""
-        return self._page(status, "Log in", body)
+        response = self._page(status, "Log in", body)
+        response.headers.append(("Set-Cookie", f"{LOGIN_COOKIE}={token}; Path=/login; "
+                                 "Max-Age=3600; HttpOnly; Secure; SameSite=Strict"))
+        response.headers.append(("Cache-Control", "no-store"))
+        return response
 
     # ---- status --------------------------------------------------------------------------
     async def _status(self, session: Session) -> Response:
@@ -391,6 +410,8 @@ def _same_origin(request: Request) -> bool:
     """False when the browser says the POST comes from another site (CSRF guard)."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
-        # No Origin (old clients, curl): SameSite=Strict already keeps the cookie away.
-        return origin != "null"
+        # No Origin (curl), or "null": what Chrome sends for a form POST under
+        # Referrer-Policy no-referrer. Not evidence either way: every form's CSRF token and
+        # the SameSite=Strict cookies decide.
+        return True
     return urlsplit(origin).netloc == request.headers.get("host", "")

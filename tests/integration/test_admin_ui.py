@@ -36,7 +36,12 @@ def admin(srv: Running, method: str, path: str, form: dict[str, str] | None = No
 
 
 def login(srv: Running, user: str = "admin", password: str = PASSWORD) -> Reply:
-    return admin(srv, "POST", "/login", {"username": user, "password": password})
+    """As a browser does: the login page's token cookie and hidden field, then the POST."""
+    page = admin(srv, "GET", "/login")
+    cookie = page.headers.get("set-cookie", "").split(";", 1)[0]
+    token = re.search(r'name="csrf" value="([^"]+)"', page.body.decode())
+    return admin(srv, "POST", "/login", {"username": user, "password": password,
+                                         "csrf": token.group(1) if token else ""}, cookie)
 
 
 def session_cookie(reply: Reply) -> str:
@@ -97,7 +102,7 @@ def test_session_ends_when_the_password_changes_or_the_user_goes(tmp_path: Path,
 def test_wrong_password_and_forged_cookie(server: Running) -> None:
     bad = login(server, password="nope")
     assert bad.status == 401 and b"Wrong user name or password" in bad.body
-    assert "set-cookie" not in bad.headers
+    assert "lockgate_session" not in bad.headers.get("set-cookie", "")
     assert admin(server, "GET", "/", cookie="lockgate_session=forged").status == 303
 
 
@@ -105,6 +110,10 @@ def test_cross_site_post_is_refused(server: Running) -> None:
     reply = admin(server, "POST", "/login", {"username": "admin", "password": PASSWORD},
                   origin="https://evil.example")
     assert reply.status == 403 and "set-cookie" not in reply.headers
+    # A form from another site carries no login cookie (SameSite=Strict), so no token.
+    forged = admin(server, "POST", "/login", {"username": "admin", "password": PASSWORD,
+                                              "csrf": "guessed"}, origin="null")
+    assert forged.status == 403 and "lockgate_session" not in forged.headers.get("set-cookie", "")
 
 
 def test_login_lockout_shared_with_rest(tmp_path: Path) -> None:

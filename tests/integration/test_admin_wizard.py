@@ -109,7 +109,12 @@ def test_finish_writes_what_user_data_would_and_the_wizard_is_gone(unconfigured:
     assert NEW_PASSWORD not in paths.users.read_text()
     # The new password works on the REST API and the Admin UI; the wizard answers 410.
     assert srv.request("GET", "/api/tm/", auth=basic("admin", NEW_PASSWORD)).status == 200
-    login = post(srv, "/login", {"username": "admin", "password": NEW_PASSWORD})
+    page = get(srv, "/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.body.decode())
+    assert token
+    login = post(srv, "/login", {"username": "admin", "password": NEW_PASSWORD,
+                                 "csrf": token.group(1)},
+                 page.headers["set-cookie"].split(";", 1)[0])
     assert login.status == 303 and login.headers["location"] == "/"
     assert get(srv, "/wizard", cookie).status == 410
     assert post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie).status == 410
