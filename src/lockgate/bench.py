@@ -3,7 +3,9 @@
 Prints readable tables on stdout (progress on stderr) and, as the LAST stdout
 line, one JSON object with the headline figures (``http_ratio``, ``tcp_ratio``,
 ``p99_ratio``, ``http_cpu_ratio``, ``tcp_cpu_ratio``, the ``_2w`` variants,
-``rss_per_10k_idle_mib``, ``firstboot_s``, image numbers when run).
+``rss_per_10k_idle_mib``, ``firstboot_s``, image numbers when run, ``publish_*``
+upload and dry-run figures, ``replication_ms`` and ``failover_*`` in network
+namespaces).
 How and why it measures the way it does: docs/benchmarks.md.
 """
 
@@ -24,16 +26,16 @@ from lockgate.benchmarks.report import json_line
 from lockgate.cli import run_command
 from lockgate.errors import BadInput, Failure
 
-PARTS = ("runtime", "firstboot", "image")
+PARTS = ("runtime", "firstboot", "image", "publish", "cluster")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def default_parts(build_dir: Path) -> list[str]:
-    """runtime and firstboot always; image only when a build is there (it is slow)."""
+    """All but image, which runs only when a build is there (it is slow)."""
     parts = ["runtime", "firstboot"]
     if (build_dir / "manifest.json").is_file():
         parts.append("image")
-    return parts
+    return [*parts, "publish", "cluster"]
 
 
 def parse_only(value: str | None, build_dir: Path) -> list[str]:
@@ -54,8 +56,8 @@ def machine() -> dict[str, Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--only", "only", metavar="PARTS",
-              help="Comma-separated: runtime, firstboot, image [default: runtime,firstboot, "
-                   "plus image when build/manifest.json exists].")
+              help="Comma-separated: runtime, firstboot, image, publish, cluster [default: "
+                   "all, image only when build/manifest.json exists].")
 @click.option("--duration", type=click.FloatRange(1, 600), default=None,
               help="Seconds per measured case [default: 10; --quick: 3].")
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
@@ -80,12 +82,17 @@ def machine() -> dict[str, Any]:
 @click.option("--image-boot-rounds", type=click.IntRange(1, 10), default=2, show_default=True,
               help="Rounds of (bare boot, lockgate boot), taking turns going first; medians "
                    "reported.")
+@click.option("--failover-rounds", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Kills and link-downs measured for the traffic-IP failover medians.")
+@click.option("--failover-soak", type=click.FloatRange(0, 3600), default=600.0,
+              show_default=True,
+              help="Seconds of proxy load on every member counting false takeovers (0: skip).")
 @click.option("--build-dir", type=click.Path(path_type=Path, file_okay=False),
               default=REPO / "build", show_default=True, help="Where the image build lives.")
 def main(only: str | None, duration: float | None, rounds: int, quick: bool,
          warmup: float | None, idle_connections: int, max_idle_wait: float | None,
          worker_counts: str, image_skip: str, image_cold: bool, image_boot_rounds: int,
-         build_dir: Path) -> None:
+         failover_rounds: int, failover_soak: float, build_dir: Path) -> None:
     """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
     parts = parse_only(only, build_dir)
     counts = _counts(worker_counts)  # bad options fail before anything runs
@@ -99,6 +106,10 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
         data.update(_firstboot())
     if "image" in parts:
         data.update(_image(build_dir, skipped, image_cold, image_boot_rounds))
+    if "publish" in parts:
+        data.update(_publish(build_dir))
+    if "cluster" in parts:
+        data.update(_cluster(failover_rounds, failover_soak))
     data["bench_s"] = round(time.monotonic() - began, 1)
     click.echo("")
     click.echo(json_line(data))
@@ -165,6 +176,29 @@ def _image(build_dir: Path, skipped: set[str], cold: bool, boot_rounds: int) -> 
         click.echo(block)
     click.echo("")
     return image.summary(result)
+
+
+def _publish(build_dir: Path) -> dict[str, Any]:
+    from lockgate.benchmarks import publish, publish_emulators
+
+    aws = publish.run_publish(build_dir)
+    others = publish_emulators.run_publish_emulators(build_dir)
+    for block in (*publish.tables(aws), *publish_emulators.tables(others)):
+        click.echo(block)
+    click.echo("")
+    return {**publish.summary(aws), **publish_emulators.summary(others)}
+
+
+def _cluster(failover_rounds: int, failover_soak: float) -> dict[str, Any]:
+    from lockgate.benchmarks import cluster, failover
+
+    data = cluster.run_cluster()
+    click.echo(f"cluster replication: {data}")
+    found = failover.run_failover(failover_rounds, failover_soak)
+    for block in failover.tables(found):
+        click.echo(block)
+    click.echo("")
+    return {**data, **found}
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
