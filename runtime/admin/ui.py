@@ -98,7 +98,7 @@ class AdminUi:
             return Response(200, self.js, "text/javascript; charset=utf-8",
                             [("Cache-Control", "max-age=3600"), *SECURITY_HEADERS])
         if path == "/wizard" or path.startswith("/wizard/"):
-            if self.wizard is None:
+            if self.wizard is None or self.wizard.finished or self.wizard.configured():
                 return self._page(410 if self.auth.configured() else 404, "Initial configuration",
                                   '<p id="wizard-done">This appliance is already configured. '
                                   '<a href="/login">Log in</a>.</p>' if self.auth.configured()

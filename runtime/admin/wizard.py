@@ -36,6 +36,9 @@ TITLES = {
     "time": "Date, time and time zone", "security": "Security", "licence-key": "Licence key",
     "summary": "Summary",
 }
+# The console wizard's question steps (Question.step) -> this wizard's pages.
+QUESTION_STEPS = {"password": "password", "licence": "licence", "timezone": "time", "ntp": "time",
+                  "security": "security", "licence key": "licence-key"}
 UPLOAD_NAME = "licence.upload"  # the uploaded key, in config/, until Finish installs it
 
 
@@ -180,29 +183,31 @@ class WebWizard:
         session.values["license_key"] = str(path)
 
     def answers(self, session: WizardSession) -> tuple[Any, dict[str, str]]:
-        """The :class:`Answers`, or the first step with a missing or bad answer."""
-        from lockgate.firstboot.wizard import questions as q
-        from lockgate.firstboot.wizard.flow import current_timezone
-        from lockgate.firstboot.wizard.model import Answers
+        """The :class:`Answers`, or the first step with a missing or bad answer.
 
-        v = session.values
+        The console wizard's own steps decide: its ``collect_answers`` runs over what
+        this browser answered, exactly as over a ``--replay-from`` file."""
+        from lockgate.errors import BadInput
+        from lockgate.firstboot.wizard.flow import (
+            Context,
+            Stopped,
+            collect_answers,
+            current_timezone,
+            find_licence_text,
+        )
+        from lockgate.firstboot.wizard.prompter import ReplayAnswers
+        from lockgate.firstboot.wizard.questions import REPLAY_KEYS
+
+        given = {k: v for k, v in session.values.items() if k in REPLAY_KEYS}
+        context = Context(root=self.root, current_timezone=current_timezone(self.root),
+                          licence_text=find_licence_text(self.root), already_configured=False)
         try:
-            if v.get("accept_license") != "accept":
-                return None, {"step": "licence"}
-            answers = Answers(
-                password=q.parse_password(v.get("password", "")),
-                timezone=q.parse_timezone(v.get("timezone") or current_timezone(self.root)),
-                ntp_server=q.parse_ntp_server(v.get("ntp_server", "")),
-                ssh_intrusion_prevention=q.parse_yes_no(v.get("ssh_intrusion_prevention", "y")),
-                licence_key=q.parse_licence_key_path(v.get("license_key", "")),
-            )
-        except q.InvalidAnswer:
-            for step, key in (("password", "password"), ("time", "timezone"),
-                              ("time", "ntp_server"), ("licence-key", "license_key")):
-                if key not in v:
-                    return None, {"step": step}
-            return None, {"step": "password"}
-        return answers, {}
+            return collect_answers(ReplayAnswers(given), context), {}
+        except Stopped:
+            return None, {"step": "licence"}
+        except BadInput as exc:
+            step = str(exc.format_message()).split(":", 1)[0]
+            return None, {"step": QUESTION_STEPS.get(step, "password")}
 
     def _show(self, session: WizardSession, step: str, request: Request,
               status: int = 200) -> Response:

@@ -65,6 +65,17 @@ def load_limits(state_dir: Path) -> Limits:
     return limits
 
 
+def configured(auth: Authenticator, root: Path) -> bool:
+    """Configured: an admin user exists and the licence was accepted (as first boot and
+    ``z-initial-config`` record it)."""
+    from lockgate.firstboot.apply.licence import licence_accepted
+
+    try:
+        return auth.configured() and licence_accepted(root)
+    except (OSError, ValueError):  # a damaged licence record: the wizard rewrites it
+        return False
+
+
 @dataclass
 class Management:
     rest: HttpServer
@@ -130,8 +141,10 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     rest = HttpServer("rest", rest_api, context, limits=limits)
     wizard = None
     root = root_of(state_dir)
-    if not auth.configured() and root is not None:
-        wizard = WebWizard(state_dir, root, auth.configured)
+    if root is not None and not configured(auth, root):
+        # No admin user, or the licence not accepted (user-data gave only a password):
+        # the initial configuration wizard is what this appliance needs.
+        wizard = WebWizard(state_dir, root, functools.partial(configured, auth, root))
     admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint, wizard=wizard,
                                         rest=rest_api),
                        context, limits=limits)

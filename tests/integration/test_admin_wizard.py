@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from test_api_support import Reply, Running, basic, running
+from test_api_support import Reply, Running, basic, running, write_users
 
 from lockgate.paths import StatePaths
 
@@ -128,17 +128,37 @@ def test_back_and_an_unanswered_step(unconfigured: Running) -> None:
     back = post(srv, "/wizard/time", {"csrf": csrf, "action": "back"}, cookie)
     assert back.status == 303 and back.headers["location"] == "/wizard/licence"
     summary = get(srv, "/wizard/summary", cookie)
-    assert b'id="error-missing"' in summary.body and b"Licence agreement" in summary.body
+    assert b'id="error-missing"' in summary.body and b"Administrator password" in summary.body
     refused = post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
-    assert refused.status == 303 and refused.headers["location"] == "/wizard/licence"
+    assert refused.status == 303 and refused.headers["location"] == "/wizard/password"
+    # The first unanswered step, in the console wizard's order: the licence comes next.
+    assert post(srv, "/wizard/password", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD,
+                                          "csrf": csrf}, cookie).status == 303
+    refused = post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
+    assert refused.headers["location"] == "/wizard/licence"
     assert not StatePaths(srv.state_dir).users.exists()
 
 
 def test_a_configured_appliance_has_no_wizard(tmp_path: Path) -> None:
-    from test_api_support import write_users
+    from lockgate.firstboot.apply.licence import accept_licence
 
     state = tmp_path / "var/lib/lockgate"
     write_users(state)
+    accept_licence(tmp_path, True)
     with running(state) as srv:
         assert srv.mgmt.wizard_url() is None
         assert get(srv, "/wizard?token=x").status == 410
+
+
+def test_a_password_from_user_data_without_the_licence_still_needs_the_wizard(
+        tmp_path: Path) -> None:
+    """user-data gave a password but no accept_license: the wizard finishes the job, and
+    the admin may log in meanwhile with that password."""
+    state = tmp_path / "var/lib/lockgate"
+    write_users(state)
+    with running(state) as srv:
+        assert srv.mgmt.wizard_url() is not None
+        cookie, csrf = claim(srv)
+        assert complete(srv, cookie, csrf).status == 200
+        assert get(srv, "/wizard", cookie).status == 410
+        assert srv.request("GET", "/api/tm/", auth=basic("admin", NEW_PASSWORD)).status == 200
