@@ -118,3 +118,42 @@ def test_raise_announce_drop_ipv4_and_ipv6() -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+COMPOSITE = r"""
+import json, sys
+from lockgate.runtime.cluster.movers import WithLocal
+from lockgate.runtime.cluster.movers.local import LocalMover
+calls = []
+class Cloud:
+    name = "cloud"
+    def raise_ip(self, ip): calls.append(["raise", ip])
+    def drop_ip(self, ip): calls.append(["drop", ip])
+    def announce(self, ip): pass
+    def prepare(self, ips): calls.append(["prepare", ips])
+vip, public = sys.argv[1], sys.argv[2]
+m = WithLocal(Cloud(), LocalMover(), lambda ip: ip != public)
+m.prepare([vip, public])
+m.raise_ip(vip); m.raise_ip(public)
+import subprocess
+held = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True).stdout
+print(json.dumps({"calls": calls, "held": vip in held, "public_local": public in held}))
+m.drop_ip(vip)
+held = subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True).stdout
+print(json.dumps({"after_drop": vip in held, "calls": calls}))
+"""
+
+
+def test_cloud_mover_with_the_local_address_for_private_ips() -> None:
+    skip_unless_root()
+    with Topology(["a"]) as topo:
+        a = topo.hosts["a"]
+        vip = topo.ip(120)
+        out = subprocess.run([*a.prefix, sys.executable, "-c", COMPOSITE, vip, "203.0.113.9"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        first, second = (json.loads(line) for line in out.stdout.splitlines())
+        assert first["held"] and not first["public_local"]  # public: the cloud NATs it
+        assert first["calls"] == [["prepare", [vip, "203.0.113.9"]], ["raise", vip],
+                                  ["raise", "203.0.113.9"]]
+        assert not second["after_drop"] and second["calls"][-1] == ["drop", vip]
