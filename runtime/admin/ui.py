@@ -343,12 +343,17 @@ class AdminUi:
                 f"<tr><td>{e(name)}</td><td>{e(str(basic['protocol']))}</td>"
                 f"<td>{e(str(basic['port']))}</td><td>{e(str(basic['pool']))}</td>"
                 f"<td>{'yes' if basic['enabled'] else 'no'}</td>"
+                f"<td class=\"{e(str(s.get('state', 'unknown')))}\" "
+                f"title=\"{e(str(s.get('error') or ''))}\">"
+                f"{e(str(s.get('state', 'unknown')))}</td>"
+                f"<td>{int(s.get('listeners_failed', 0))}</td>"
                 f"<td>{int(s.get('connections_current', 0))}</td>"
                 f"<td>{int(s.get('requests', 0))}</td><td>{int(s.get('errors', 0))}</td></tr>")
         if not rows:
             return "<section><h2>Virtual servers</h2><p>None configured.</p></section>"
         return ("<section><h2>Virtual servers</h2><table><tr><th>Name</th><th>Protocol</th>"
-                "<th>Port</th><th>Pool</th><th>Enabled</th><th>Connections</th>"
+                "<th>Port</th><th>Pool</th><th>Enabled</th><th>State</th><th>Listeners failed</th>"
+                "<th>Connections</th>"
                 "<th>Requests</th><th>Errors</th></tr>" + "".join(rows) + "</table></section>")
 
     @staticmethod
