@@ -72,6 +72,47 @@ def test_vhd_is_fixed_whole_mib_with_a_valid_footer(context: Context) -> None:
     assert vhd.write(context).sha256 == first
 
 
+def test_vhd_copy_is_byte_equal_to_qemu_img_convert(context: Context, tmp_path: Path) -> None:
+    """make_vhd copies the raw disk and adds qemu-img create's footer: the same bytes as
+    converting with qemu-img (footer fixed the same way), and the sha256 it carries on
+    from the raw disk's is the file's."""
+    art = vhd.write(context)
+    assert art.sha256 == sha256_file(art.path)
+    padded = tmp_path / "padded.raw"
+    padded.write_bytes(context.disk_image.read_bytes())
+    with padded.open("r+b") as f:
+        f.truncate(vhd.round_up(padded.stat().st_size))
+    converted = tmp_path / "converted.vhd"
+    subprocess.run(vhd.convert_argv(str(padded), str(converted)), check=True)
+    data = bytearray(converted.read_bytes())
+    data[-512:] = vhd.fix_footer(bytes(data[-512:]), context.source_date_epoch,
+                                 context.derived_uuid("vhd-unique-id"))
+    assert art.path.read_bytes() == bytes(data)
+
+
+def test_sparse_hash_matches_a_plain_read(tmp_path: Path) -> None:
+    """Holes hashed from a zero buffer, data read: the same digest as reading it all."""
+    import hashlib
+
+    from lockgate.image import formats
+
+    path = tmp_path / "sparse.img"
+    with path.open("wb") as f:
+        f.truncate(9 * MiB + 5)
+        f.seek(3 * MiB + 7)
+        f.write(b"data" * 70000)
+        f.seek(9 * MiB)
+        f.write(b"end")  # data up to the end: no trailing hole
+    plain = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert formats.sha256_file(path) == plain
+    assert formats.sha256_state(path).hexdigest() == plain
+    empty = tmp_path / "hole.img"
+    empty.write_bytes(b"")
+    with empty.open("r+b") as f:
+        f.truncate(5 * MiB + 1)  # only a hole
+    assert formats.sha256_file(empty) == hashlib.sha256(bytes(5 * MiB + 1)).hexdigest()
+
+
 def test_vhd_footer_fix_rejects_other_files() -> None:
     with pytest.raises(ValueError, match="conectix"):
         vhd.fix_footer(bytes(512), 0, uuid.uuid4())
@@ -114,6 +155,8 @@ def test_gce_tarball_rules(context: Context) -> None:
     with gzip.open(art.path, "rb") as f:
         header = f.read(512)
     assert header[257:265] == b"ustar  \x00"
+    # Reproducible: pigz -n, fixed mtime, owner and mode.
+    assert gce.write(context).sha256 == art.sha256
 
 
 def test_gce_padding() -> None:
