@@ -9,8 +9,9 @@ with ``key`` the sha256 of
 * the profile's digest (the VHD's unique id and the root slot's size derive from it),
 * the sha256 of the format's own module (a changed writer writes anew),
 * the version of each program the writer runs (``qemu-img --version`` ...),
-* for ``upgrade``: the kernel, its command line, the machine architecture and the
-  signing key's id (its root filesystem is the raw disk's root-a partition).
+* for ``upgrade``: the kernel, its command line, the machine architecture, the
+  signing key's id and the source of the bundle layout module (its root
+  filesystem is the raw disk's root-a partition).
 
 A hit hard-links the stored file into the output folder (a copy across file
 systems); a miss hard-links what the writer made into the store. The entry
@@ -57,14 +58,19 @@ def tool_version(argv: tuple[str, ...]) -> str:
     return _tool_versions[argv]
 
 
+def _source_sha256(module: Any) -> str:
+    return hashlib.sha256(Path(module.__file__ or "").read_bytes()).hexdigest()
+
+
 def _upgrade_params(context: Context) -> dict[str, Any]:
-    from lockgate.runtime.system.bundle import machine_architecture
-    from lockgate.runtime.system.keys import key_id
+    from lockgate.runtime.system import bundle, keys
 
     key = context.signing_key
     return {"kernel": context.kernel_version, "kernel_cmdline": context.profile.kernel_cmdline,
-            "architecture": machine_architecture(),
-            "signing_key": key_id(key.public_key().public_bytes_raw()) if key else None}
+            "architecture": bundle.machine_architecture(),
+            # The bundle's header, member names and format version live there.
+            "layout": _source_sha256(bundle),
+            "signing_key": keys.key_id(key.public_key().public_bytes_raw()) if key else None}
 
 
 EXTRA: dict[str, Callable[[Context], dict[str, Any]]] = {"upgrade": _upgrade_params}
@@ -74,11 +80,10 @@ SUFFIX = {"qcow2": "qcow2", "vhd": "vhd", "vmdk": "vmdk", "gce": "gce.tar.gz",
 
 def params(context: Context, fmt: str) -> dict[str, Any]:
     """Everything besides the raw disk that the format's bytes depend on."""
-    module = Path(format_module(fmt).__file__ or "")
     return {"format": fmt, "name": context.artifact_path(SUFFIX[fmt]).name,
             "source_date_epoch": context.source_date_epoch,
             "profile": context.profile.digest(),
-            "writer": hashlib.sha256(module.read_bytes()).hexdigest(),
+            "writer": _source_sha256(format_module(fmt)),
             "tools": [tool_version(argv) for argv in TOOLS.get(fmt, ())],
             **EXTRA.get(fmt, lambda _c: {})(context)}
 
