@@ -125,6 +125,10 @@ def test_finish_writes_what_user_data_would_and_the_wizard_is_gone(unconfigured:
 def test_back_and_an_unanswered_step(unconfigured: Running) -> None:
     srv = unconfigured
     cookie, csrf = claim(srv)
+    for step in ("", "/password", "/licence", "/time", "/security", "/licence-key", "/summary"):
+        page = get(srv, "/wizard" + step, cookie)
+        assert page.status == 200 and len(page.body) < 100 * 1024, (step, len(page.body))
+        assert "script-src 'self'" in page.headers["content-security-policy"]
     back = post(srv, "/wizard/time", {"csrf": csrf, "action": "back"}, cookie)
     assert back.status == 303 and back.headers["location"] == "/wizard/licence"
     summary = get(srv, "/wizard/summary", cookie)
