@@ -166,3 +166,46 @@ def test_a_password_from_user_data_without_the_licence_still_needs_the_wizard(
         assert complete(srv, cookie, csrf).status == 200
         assert get(srv, "/wizard", cookie).status == 410
         assert srv.request("GET", "/api/tm/", auth=basic("admin", NEW_PASSWORD)).status == 200
+
+
+def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
+    boundary = "lockgate-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="license_key"; '
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 .encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_licence_key_upload_is_checked_and_installed(unconfigured: Running) -> None:
+    srv = unconfigured
+    cookie, csrf = claim(srv)
+
+    def upload(content: bytes) -> Reply:
+        body, ctype = multipart({"csrf": csrf, "edition": "key", "action": "next"}, "key.lic",
+                                content)
+        return srv.request("POST", "/wizard/licence-key", body, port=srv.admin_port,
+                           headers={"Content-Type": ctype, "Cookie": cookie})
+
+    empty = upload(b"")
+    assert empty.status == 422 and b'id="error-license_key"' in empty.body
+    assert upload(b"x" * (1024 * 1024 + 1)).status == 413  # the server's body limit first
+    key = b"-----BEGIN LOCKGATE LICENCE-----\nabc\n-----END LOCKGATE LICENCE-----\n"
+    assert upload(key).status == 303
+    assert b"key.lic" not in get(srv, "/wizard/summary", cookie).body  # not the client's path
+    done = complete_with_key(srv, cookie, csrf)
+    assert done.status == 200
+    paths = StatePaths(srv.state_dir)
+    assert (paths.config / "licence.key").read_bytes() == key
+    assert (paths.config / "licence.key").stat().st_mode & 0o077 == 0
+    assert not (paths.config / "licence.upload").exists()
+
+
+def complete_with_key(srv: Running, cookie: str, csrf: str) -> Reply:
+    for path, form in [("/wizard/password", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
+                       ("/wizard/licence", {"accept_license": "accept"}),
+                       ("/wizard/time", {"timezone": "UTC", "ntp_server": ""})]:
+        assert post(srv, path, {**form, "csrf": csrf}, cookie).status == 303
+    return post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
