@@ -22,7 +22,7 @@
   function draw() {
     var max = Math.max.apply(null, samples.concat([1]));
     var points = samples.map(function (v, i) {
-      return (i * 10) + "," + (115 - (v / max) * 110).toFixed(1);
+      return (i * 600 / 59).toFixed(1) + "," + (115 - (v / max) * 110).toFixed(1);
     });
     line.setAttribute("points", points.join(" "));
   }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import queue
 import shutil
 import ssl
@@ -377,5 +376,3 @@ def measure_pages(serve: Serve, session: str) -> None:
     # 50 ms is the goal on an idle host; a shared CI host gets 4x before this fails.
     assert all(m["median_ms"] < 200 for m in metrics.values()), slow
 
-
-os.environ.setdefault("SE_OFFLINE", "true")
