@@ -153,7 +153,8 @@ class AdminUi:
             events = await asyncio.to_thread(self.events.recent)
             return self._render(200, "events.html", session, {"events": events}, "/events")
         if path == "/system":
-            return self._render(200, "system.html", session, self._system(), "/system")
+            system = await asyncio.to_thread(self._system)
+            return self._render(200, "system.html", session, system, "/system")
         if path.startswith(CONFIG_PREFIX):
             return await self._config_get(session, path, request)
         return await self._status(session)
@@ -330,7 +331,7 @@ class AdminUi:
             with contextlib.suppress(Exception):  # the slot must never break the page
                 members = list(cluster.members_status())
         return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
-                "config_version": self.store.version}
+                "config_version": self.store.version, "slots": _installed_versions()}
 
     @staticmethod
     def _virtual_servers(tree: Mapping[str, Any], snap: Mapping[str, Any]) -> str:
@@ -398,6 +399,18 @@ _CHART = ('<section><h2>Traffic</h2><p class="hint">Requests per second over the
           'minutes, refreshed every 2 s.</p><svg id="traffic" viewBox="0 0 600 120" '
           'role="img" aria-label="requests per second"></svg><p id="rate">-</p>'
           '<script src="/chart.js"></script></section>')
+
+
+def _installed_versions() -> list[dict[str, object]]:
+    """The root slots' versions as ``rollback-helper --json`` reports them; none off an
+    appliance (no root-a partition) or when they cannot be read."""
+    try:
+        from lockgate.runtime.system.rollback import installed_versions
+        from lockgate.runtime.system.slots import Machine
+
+        return [v.as_json() for v in installed_versions(Machine.detect())]
+    except Exception:  # the System page must show, whatever the disk says
+        return []
 
 
 def _form(request: Request) -> dict[str, str]:
