@@ -326,10 +326,22 @@ class AdminUi:
         except (OSError, ValueError):
             pass  # not on an appliance image: no release record
         members: list[dict[str, Any]] = []
-        cluster = getattr(self.rest, "cluster", None)
-        if cluster is not None and hasattr(cluster, "members_status"):
+        cluster = getattr(self.rest, "cluster", None)  # what GET /api/tm/1.0/cluster shows
+        if cluster is not None:
             with contextlib.suppress(Exception):  # the slot must never break the page
-                members = list(cluster.members_status())
+                described = cluster.describe()
+                replicator = getattr(self.rest, "replicator", None)
+                links = replicator.status() if replicator is not None else {}
+                for member in described.get("members") or []:
+                    name = str(member.get("name", ""))
+                    link = links.get(name)
+                    health = ("this traffic manager" if name == described.get("name") else
+                              "connected" if link and link.get("connected") else
+                              f"not connected: {link.get('problem')}" if link else "unknown")
+                    members.append({"name": name, "fingerprint": member.get("fingerprint", ""),
+                                    "address": f"{member.get('address', '')}:"
+                                               f"{member.get('admin_port', '')}",
+                                    "health": health})
         return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
                 "config_version": self.store.version, "slots": _installed_versions()}
 

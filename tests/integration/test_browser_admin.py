@@ -321,6 +321,7 @@ def test_wizard_then_admin_ui_in_chromium(serve: Serve, browser: Any) -> None:
     shot(d, "admin-events")
     d.get(base + "/system")
     assert d.find_element(By.ID, "versions").text
+    assert "this traffic manager" in d.find_element(By.ID, "members").text  # cluster service
     shot(d, "admin-system")
 
     # A form posted without its CSRF token is refused, even with a live session.
