@@ -88,3 +88,17 @@ def test_event_log_is_bounded_and_notes_health_changes(tmp_path: Path,
     recent = log.recent()
     assert recent[0]["kind"] == "health" and recent[0]["text"] == "pool web: node a:80 alive -> dead"
     assert sum(e["kind"] == "health" for e in recent) == 1
+
+
+def test_the_runtime_starts_without_importing_jinja2() -> None:
+    """Jinja2 loads with the first page rendered, not when the management plane starts."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lockgate.runtime.api, lockgate.runtime.admin, "
+            "lockgate.runtime.admin.wizard, lockgate.runtime.serve\n"
+            "print('jinja2' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
