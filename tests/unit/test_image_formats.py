@@ -125,6 +125,19 @@ def test_vmdk_is_stream_optimized(context: Context) -> None:
     assert b'createType="streamOptimized"' in art.path.read_bytes()[:64 * 1024]
     info = qemu_info(art.path, "vmdk")
     assert int(str(info["virtual-size"])) >= 5 * MiB
+    # qemu-img's random content id is replaced with a fixed one: same build, same bytes.
+    cid = context.derived_uuid("vmdk-cid").int & 0xFFFFFFFF
+    assert f"\nCID={cid:08x}\n".encode() in art.path.read_bytes()[:64 * 1024]
+    assert vmdk.write(context).sha256 == art.sha256
+    subprocess.run(["qemu-img", "check", "-f", "vmdk", str(art.path)], check=True,
+                   capture_output=True)
+
+
+def test_vmdk_cid_fix_rejects_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(1024))
+    with pytest.raises(ValueError, match="KDMV"):
+        vmdk.fix_cid(other, 1)
 
 
 def test_qcow2_round_trips(context: Context, tmp_path: Path) -> None:
