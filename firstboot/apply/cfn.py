@@ -12,6 +12,13 @@ from lockgate.proc import RunError, run, which
 
 NAME = "cfn"
 CFN_INIT_TIMEOUT = 600.0  # cfn-init installs packages; bounded so boot always finishes
+# The image carries no cfn-init (docs/firstboot.md, "CloudFormation: why no cfn-init"):
+# the only helper scripts on PyPI are Python 2 code, AWS ships the Python 3 ones only from
+# its own site, and OpenStack's heat-cfntools cannot reach AWS CloudFormation. One line
+# that says what to do instead.
+MISSING = ("cfn-init not found: this image carries no CloudFormation helper scripts "
+           "(docs/firstboot.md); apply the configuration over the REST API (:9070) or the "
+           "Admin UI (:9090), or add AWS's aws-cfn-bootstrap-py3 to your own image build")
 
 
 def cfn_argv(settings: Settings) -> list[str] | None:
@@ -26,9 +33,7 @@ def apply_cfn(ctx: ApplyContext, settings: Settings) -> StepResult:
     if argv is None:
         return StepResult(NAME, Outcome.SKIPPED, "no cfn_stack/cfn_resource/cfn_region in user-data")
     if which("cfn-init") is None:
-        return StepResult(NAME, Outcome.WARNING,
-                          "cfn-init not found on PATH; the image needs the AWS CloudFormation "
-                          "helper scripts (aws-cfn-bootstrap) for cfn_stack to work")
+        return StepResult(NAME, Outcome.WARNING, MISSING)
     try:
         run(argv, capture=True, timeout=CFN_INIT_TIMEOUT, quiet=True)
     except RunError as exc:
