@@ -131,6 +131,7 @@ class Replicator:
         self._server: asyncio.Server | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._absorbing = asyncio.Lock()
+        self._closing = False
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> None:
@@ -159,12 +160,18 @@ class Replicator:
         log.info("cluster: control port %d listening", self.port)
 
     async def close(self) -> None:
-        tasks = [t for _, t, _ in self._links.values()]
+        self._closing = True  # the loops also stop by themselves: see below
+        pending = {t for _, t, _ in self._links.values()}
         if self._watcher is not None:
-            tasks.append(self._watcher)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            pending.add(self._watcher)
+        # Python 3.11's wait_for can swallow a cancellation that arrives as its inner
+        # await finishes, so one cancel() may not end a task: cancel again (bounded).
+        for _ in range(20):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
         self._links.clear()
         for writers in self._inbound.values():
             for writer in writers:
@@ -203,7 +210,7 @@ class Replicator:
             wake.set()
 
     async def _watch(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.poll)
             try:
                 self.refresh()
@@ -287,6 +294,9 @@ class Replicator:
                 return
             await _send(writer, {"type": "welcome", "name": cluster.name})
             self._inbound.setdefault(name, set()).add(writer)
+            link = self._links.get(name)
+            if link is not None and name in self._problems:
+                link[2].set()  # our link to it is waiting to retry: it is up now
             while True:
                 message = await _recv(reader)
                 if message.get("type") != "state":
@@ -304,7 +314,7 @@ class Replicator:
     # ---- the client: this member's link to one peer ----------------------------------------
     async def _link(self, peer: Member, wake: asyncio.Event) -> None:
         delay = RETRY_FIRST
-        while True:
+        while not self._closing:
             try:
                 await self._link_once(peer, wake)
             except asyncio.CancelledError:
@@ -316,7 +326,10 @@ class Replicator:
                     log.warning("cluster: link to %s (%s:%d): %s", peer.name, peer.address,
                                 peer.control_port, problem)
                 self._problems[peer.name] = problem
-            await asyncio.sleep(delay)
+            # Woken early when the peer connects to us: it is up, so try it now.
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
             delay = min(delay * 2, RETRY_CAP)
 
     async def _link_once(self, peer: Member, wake: asyncio.Event) -> None:
@@ -345,7 +358,7 @@ class Replicator:
             if self._problems.pop(peer.name, None) is not None:
                 log.info("cluster: link to %s is up", peer.name)
             known: Summary | None = None
-            while True:
+            while not self._closing:
                 wake.clear()
                 mine = self.summary()
                 full = known is None or mine.ahead_of(known)

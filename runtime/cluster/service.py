@@ -11,7 +11,6 @@ Hook (``runtime/serve.py``)::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,13 @@ class ClusterRuntime:
         return f"control={self.replicator.port} member={self.service.name}"
 
     async def close(self) -> None:
-        self.retrier.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.retrier
+        # A join attempt in its worker thread cannot be interrupted; don't wait for it
+        # (it gives up within its own deadline). Cancel again if 3.11's wait_for ate one.
+        for _ in range(5):
+            if self.retrier.done():
+                break
+            self.retrier.cancel()
+            await asyncio.wait({self.retrier}, timeout=0.5)
         await self.replicator.close()
 
 

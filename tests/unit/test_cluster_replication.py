@@ -59,9 +59,10 @@ async def _pair(tmp_path: Path) -> tuple[Replicator, Replicator]:
 async def _hello(port: int, name: str, secret: bytes) -> dict[str, Any]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
     try:
-        challenge = json.loads(await reader.readline())
+        challenge = json.loads(await asyncio.wait_for(reader.readline(), 10))
         assert challenge["protocol"] == PROTOCOL
         writer.write(json.dumps({"type": "hello", "name": name,
                                  "mac": mac(secret, challenge["nonce"], name)}).encode() + b"\n")
