@@ -30,7 +30,7 @@ _ANSI_RE = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Z0-9]|[A-Za-z])")
 # Console lines that show how far a boot got; the first match of each is shown as progress.
 MILESTONES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("firmware", re.compile(r"SeaBIOS \(version|BdsDxe: (loading|starting)")),
-    ("GRUB", re.compile(r"GRUB|Booting `|Loading Linux")),
+    ("GRUB", re.compile(r"GRUB|Booting `|Loading Linux|Loading lockgate")),
     ("Linux kernel", re.compile(r"Linux version \d")),
     ("systemd", re.compile(r"systemd\[1\]|Welcome to (Debian|.*GNU/Linux)")),
     ("first boot done", FIRSTBOOT_RE),
