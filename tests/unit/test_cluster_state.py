@@ -43,3 +43,16 @@ def test_membership_changes_bump_epoch() -> None:
     assert [m.name for m in grown.members] == ["tm1", "tm2"] and grown.epoch == 2
     assert [m.name for m in grown.peers] == ["tm2"]
     assert grown.without_member("tm2").epoch == 3
+
+
+def test_update_is_one_locked_read_modify_write(tmp_path: Path) -> None:
+    from lockgate.runtime.cluster.state import update_cluster
+
+    assert update_cluster(tmp_path, lambda current: None) is None  # nothing, nothing written
+    assert load_cluster(tmp_path) is None
+    me = Member("tm1", "a")
+    made = update_cluster(tmp_path, lambda current: ClusterState("tm1", b"s" * 32, (me,), 1))
+    grown = update_cluster(tmp_path, lambda current: current.with_member(Member("tm2", "b"))
+                           if current else None)
+    assert made is not None and grown is not None and grown.epoch == 2
+    assert load_cluster(tmp_path) == grown
