@@ -215,7 +215,7 @@ class FtCluster:
         held = {m.name: m.addresses() for m in self.members}
         return {ip: [n for n, a in held.items() if ip in a] for ip in self.vips}
 
-    def wait_assigned(self, timeout: float = 20.0, want: dict[str, str] | None = None
+    def wait_assigned(self, timeout: float = 30.0, want: dict[str, str] | None = None
                       ) -> dict[str, str]:
         """Each traffic IP up on exactly one member (on ``want``'s, when given)."""
         deadline = time.monotonic() + timeout
