@@ -66,6 +66,13 @@ def render(snapshot: Mapping[str, Any], config_version: int) -> str:
     alive = _Family("lockgate_pool_nodes_alive", "gauge", "Nodes in state alive per pool.")
     version = _Family("lockgate_config_version", "gauge",
                       "Version of the configuration store (increases on every change).")
+    lic_accepted = _Family("lockgate_licence_accepted", "gauge",
+                           "1 when the licence is accepted; 0: nothing is proxied (see "
+                           "lockgate_licence_info's message).")
+    lic_bandwidth = _Family("lockgate_licence_bandwidth_limit_bits_per_second", "gauge",
+                            "Total proxied throughput the licence allows; 0: no limit.")
+    lic_info = _Family("lockgate_licence_info", "gauge",
+                       "The licence in force: edition and why (message).")
 
     for name, c in sorted((snapshot.get("virtual_servers") or {}).items()):
         requests.add(c.get("requests", 0), virtual_server=name)
@@ -85,7 +92,14 @@ def render(snapshot: Mapping[str, Any], config_version: int) -> str:
             count += state == "alive"
         alive.add(count, pool=pool)
     version.add(config_version)
+    licence = snapshot.get("licence")
+    if licence:
+        lic_accepted.add(1 if licence.get("accepted") else 0)
+        lic_bandwidth.add(int(licence.get("bandwidth_mbit_s", 0)) * 1_000_000)
+        lic_info.add(1, edition=str(licence.get("edition", "")),
+                     message=str(licence.get("message", "")))
 
     families = (requests, nbytes, current, conns, errors, vs_up, failed, node_up, node_failures,
-                alive, version)
+                alive, version, *((lic_accepted, lic_bandwidth, lic_info)
+                                  if snapshot.get("licence") else ()))
     return "\n".join(line for family in families for line in family.lines()) + "\n"

@@ -91,6 +91,15 @@ def snapshot(state_dir: Path) -> dict[str, Any]:
     return {"virtual_servers": vservers, "pools": pools}
 
 
+def management_snapshot(state_dir: Path) -> dict[str, Any]:
+    """:func:`snapshot` plus ``"licence"`` (runtime/licence.py), as the files say now
+    (the workers pick a change up within ~1 s): ``accepted`` false means nothing is
+    proxied, and ``message`` says why. What the REST API, /metrics and the Admin UI show."""
+    from lockgate.runtime.licence import licence_state
+
+    return {**snapshot(state_dir), "licence": licence_state(state_dir).as_dict()}
+
+
 def _merge_state(total: dict[str, Any], worker: dict[str, Any]) -> None:
     state = worker.get("state", "ok")  # status files from before states were kept
     if state not in VS_STATES:

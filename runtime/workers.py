@@ -62,12 +62,13 @@ POLL_INTERVAL = 0.2
 
 
 def start_worker_process(state_dir: Path, slot: int, ready_fd: int | None, grace: float,
-                         reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS,
+                         reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS, share: int = 1,
                          ) -> subprocess.Popen[bytes]:
-    """The one place worker processes are started (long-lived children, so Popen)."""
+    """The one place worker processes are started (long-lived children, so Popen).
+    ``share``: how many workers split the licence's bandwidth limit."""
     argv = [sys.executable, "-m", "lockgate.runtime.proxy.worker", "--state-dir", str(state_dir),
             "--slot", str(slot), "--grace", str(grace), "--parent", str(os.getpid()),
-            "--reserved-ports", ",".join(map(str, reserved_ports))]
+            "--reserved-ports", ",".join(map(str, reserved_ports)), "--share", str(share)]
     if ready_fd is not None:
         argv += ["--ready-fd", str(ready_fd)]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -171,7 +172,7 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         self.ready.pop(slot, None)
         self.procs[slot] = start_worker_process(self.state_dir, slot, self._ready_w, self.grace,
-                                                self.reserved_ports)
+                                                self.reserved_ports, self.count)
         self.started[slot] = time.monotonic()
 
     def forward(self, signum: int) -> None:

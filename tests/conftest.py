@@ -31,3 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+# Runs here are not an appliance: the traffic manager gets an accepted licence without
+# limits (runtime/licence.py). Tests of the licence itself remove this from the
+# environment of what they start.
+os.environ["LOCKGATE_LICENCE_DEV"] = "1"

@@ -135,7 +135,7 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     context = certificate.server_context()
     auth = Authenticator(StatePaths(state_dir).users, login_limits)
     store = ConfigStore(state_dir)
-    snapshot = functools.partial(status.snapshot, state_dir)
+    snapshot = functools.partial(status.management_snapshot, state_dir)  # with the licence
     limits = limits or load_limits(state_dir)
     rest_api = RestApi(store, auth, snapshot, document())
     rest = HttpServer("rest", rest_api, context, limits=limits)

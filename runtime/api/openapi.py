@@ -273,6 +273,18 @@ def document() -> dict[str, Any]:
     paths[f"{ROOT}/status"] = _index("Status sources.")
     paths[f"{ROOT}/status/local_tm"] = _index("This traffic manager's status.")
     paths.update(_stats_paths())
+    paths[f"{ROOT}/status/local_tm/licence"] = {"get": _op("The licence in force.", {
+        "200": _json({"type": "object", "required": ["licence"], "properties": {"licence": {
+            "type": "object", "properties": {
+                "accepted": {"type": "boolean", "description": "false: nothing is proxied"},
+                "proxying": {"type": "boolean"},
+                "edition": {"type": "string"},
+                "bandwidth_mbit_s": _count("Total proxied throughput allowed; 0: no limit."),
+                "max_cluster_size": _count("Cluster members allowed; 0: no limit."),
+                "expires": {"type": "string", "nullable": True},
+                "serial": {"type": "string", "nullable": True},
+                "message": {"type": "string", "description": "Why (empty: all is well)."}}}}},
+            "The licence, its limits and why.")})}
     paths[f"{ROOT}/openapi.json"] = {"get": _op("This document.", {
         "200": _json({"type": "object"}, "OpenAPI 3.0 document.")})}
     paths["/metrics"] = {"get": _op("Prometheus metrics (text format 0.0.4).", {

@@ -28,6 +28,7 @@ CONFIG = f"{ROOT}/config/active"
 CLUSTER = f"{ROOT}/cluster"
 STATS = f"{ROOT}/status/local_tm/statistics"
 STAT_KINDS = ("virtual_servers", "pools")
+LICENCE = f"{ROOT}/status/local_tm/licence"
 REALM = 'Basic realm="lockgate", charset="UTF-8"'
 
 Snapshot = Callable[[], Mapping[str, Any]]
@@ -70,11 +71,14 @@ class RestApi:
             return await self._cluster(method, path[len(CLUSTER):].strip("/"), request)
         if path == STATS or path.startswith(STATS + "/"):
             return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
+        if path == LICENCE:
+            return _only(method, "GET") or await self._licence()
         index = {"/api/tm": children("/api/tm", ["1.0"]),
                  ROOT: children(ROOT, ["config", "status"]),
                  f"{ROOT}/config": children(f"{ROOT}/config", ["active"]),
                  f"{ROOT}/status": children(f"{ROOT}/status", ["local_tm"]),
-                 f"{ROOT}/status/local_tm": children(f"{ROOT}/status/local_tm", ["statistics"])}
+                 f"{ROOT}/status/local_tm": children(f"{ROOT}/status/local_tm",
+                                                               ["licence", "statistics"])}
         if path in index:
             return _only(method, "GET") or Response.json(200, index[path])
         return _not_found(request.path)
@@ -289,6 +293,12 @@ class RestApi:
         if name not in objects:
             return _not_found(f"{STATS}/{kind}/{name}")
         return Response.json(200, {"statistics": objects[name]})
+
+    async def _licence(self) -> Response:
+        from lockgate.runtime.licence import licence_state
+
+        lic = await asyncio.to_thread(licence_state, self.store.state_dir)
+        return Response.json(200, {"licence": {**lic.as_dict(), "proxying": lic.accepted}})
 
     async def _metrics(self) -> Response:
         snap = await asyncio.to_thread(self.snapshot)

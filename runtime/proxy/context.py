@@ -15,6 +15,7 @@ from lockgate.runtime.pools import PoolRuntime
 PAUSE_BACKEND: Final = 1  # the node's socket is full
 PAUSE_BACKLOG: Final = 2  # pipelined requests queued up
 PAUSE_CONNECT: Final = 4  # body bytes buffered while connecting
+PAUSE_THROTTLE: Final = 8  # the licence's bandwidth limit: wait for the bucket to refill
 
 WRITE_HIGH_WATER: Final = 256 * 1024
 WRITE_LOW_WATER: Final = 64 * 1024
@@ -70,9 +71,44 @@ class VsRuntime:
         self.proto = b"http"
 
 
+class Limiter:
+    """A token bucket for the licence's bandwidth limit, one per worker (each worker
+    gets rate/N of the total, see docs/runtime-config.md "Licence").
+
+    Every byte read from a client or a node is taken from the bucket *after* the
+    read; a read that leaves the bucket in debt pauses the socket it came from for
+    as long as the debt takes to refill. So the rate is kept by pausing reads (the
+    kernel's windows push back on the sender), nothing is ever buffered for it, and
+    the overshoot is at most one read per connection, paid back by the next pause.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rate: float, burst: float) -> None:
+        self.loop = loop
+        self.rate = rate  # bytes per second, > 0
+        self.burst = burst
+        self.tokens = burst
+        self.last = loop.time()
+
+    def take(self, size: int) -> float:
+        """Take ``size`` bytes; the seconds the reader must now wait (0.0: none)."""
+        now = self.loop.time()
+        tokens = self.tokens + (now - self.last) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        tokens -= size
+        self.tokens = tokens
+        self.last = now
+        if tokens >= 0.0:
+            return 0.0
+        return -tokens / self.rate
+
+
 class Context:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # None when no bandwidth limit applies: the transports then pay one attribute
+        # test per read and nothing else.
+        self.limiter: Limiter | None = None
         self.now = loop.time()  # refreshed by the sweeper; timeouts need no finer grain
         self.pools: dict[str, PoolRuntime] = {}
         self.connections: set[Any] = set()  # client-side connections, for timeouts and stop

@@ -20,6 +20,7 @@ from lockgate.runtime.proxy.context import (
     PAUSE_BACKEND,
     PAUSE_BACKLOG,
     PAUSE_CONNECT,
+    PAUSE_THROTTLE,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
     Context,
@@ -72,7 +73,7 @@ class Backend(asyncio.Protocol):
     """One connection to a node. Belongs to a client while a request is in flight."""
 
     __slots__ = ("client", "closed", "ctx", "idle_since", "node", "pool", "reader",
-                 "reading_paused", "transport", "write_paused")
+                 "reading_paused", "throttled", "transport", "write_paused")
 
     def __init__(self, ctx: Context, pool: PoolRuntime, node: NodeState) -> None:
         self.ctx = ctx
@@ -83,7 +84,8 @@ class Backend(asyncio.Protocol):
         self.reader = ResponseReader()
         self.idle_since = 0.0
         self.closed = False
-        self.reading_paused = False
+        self.reading_paused = False  # the client's socket is full
+        self.throttled = False  # the licence's bandwidth limit; reading needs neither
         self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,7 +97,20 @@ class Backend(asyncio.Protocol):
         if client is None:
             self.close()  # a node talking on an idle connection: unusable
             return
+        limiter = self.ctx.limiter
+        if limiter is not None:
+            wait = limiter.take(len(data))
+            if wait > 0.0 and not self.throttled:
+                self.throttled = True
+                if not self.reading_paused:
+                    self.transport.pause_reading()
+                self.ctx.loop.call_later(wait, self.unthrottle)
         client.backend_data(data)
+
+    def unthrottle(self) -> None:
+        self.throttled = False
+        if not self.reading_paused and not self.closed and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return False  # close; connection_lost tells the client
@@ -196,6 +211,12 @@ class HttpClient(asyncio.Protocol):
             reader = self.reader = RequestReader(self.vs.config.max_header_bytes)
         reader.feed(data)
         self._pump()
+        limiter = self.ctx.limiter
+        if limiter is not None:
+            wait = limiter.take(len(data))
+            if wait > 0.0 and not self.paused & PAUSE_THROTTLE:
+                self.pause_reading(PAUSE_THROTTLE)
+                self.ctx.loop.call_later(wait, self.resume_reading, PAUSE_THROTTLE)
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its answer (e.g. `printf ... | nc`): keep
@@ -228,7 +249,8 @@ class HttpClient(asyncio.Protocol):
         backend = self.backend
         if backend is not None and backend.reading_paused:
             backend.reading_paused = False
-            backend.transport.resume_reading()
+            if not backend.throttled:
+                backend.transport.resume_reading()
 
     def pause_reading(self, reason: int) -> None:
         if not self.paused and self.state != CLOSED:
@@ -453,7 +475,8 @@ class HttpClient(asyncio.Protocol):
             self.stats.errors += 1
         if backend.reading_paused:
             backend.reading_paused = False
-            backend.transport.resume_reading()
+            if not backend.throttled:
+                backend.transport.resume_reading()
         if backend.write_paused:
             self.resume_reading(PAUSE_BACKEND)
         ctx = self.ctx

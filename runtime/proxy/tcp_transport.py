@@ -6,6 +6,9 @@ docs/runtime-config.md); it is flushed before any half-close or close. On
 loopback with small messages the kernel's own work dominates and
 ``os.splice`` measured slower (BENCHMARKING.md), so there is no zero-copy
 path. Half-closes are passed on.
+
+Each side's reading is paused for reasons (the other side's socket is full, bytes
+held while connecting, the licence's bandwidth limit) and resumes when none is left.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import logging
 from lockgate.runtime.pools import NodeState, PoolRuntime
 from lockgate.runtime.proxy.context import (
     BUFFER_LIMIT,
+    PAUSE_BACKEND,
+    PAUSE_CONNECT,
+    PAUSE_THROTTLE,
     WRITE_HIGH_WATER,
     WRITE_LOW_WATER,
     Context,
@@ -29,6 +35,7 @@ class TcpBackend(asyncio.Protocol):
     def __init__(self, client: TcpClient) -> None:
         self.client: TcpClient | None = client
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.paused = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -38,8 +45,26 @@ class TcpBackend(asyncio.Protocol):
         client = self.client
         if client is not None:
             client.stats.bytes_out += len(data)
-            client.deadline = client.ctx.now + client.vs.config.idle_timeout
-            client.ctx.send(client.transport, data)
+            ctx = client.ctx
+            client.deadline = ctx.now + client.vs.config.idle_timeout
+            ctx.send(client.transport, data)
+            limiter = ctx.limiter
+            if limiter is not None:
+                wait = limiter.take(len(data))
+                if wait > 0.0 and not self.paused & PAUSE_THROTTLE:
+                    self.pause_reading(PAUSE_THROTTLE)
+                    ctx.loop.call_later(wait, self.resume_reading, PAUSE_THROTTLE)
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         client = self.client
@@ -60,11 +85,11 @@ class TcpBackend(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.client is not None:
-            self.client.transport.pause_reading()
+            self.client.pause_reading(PAUSE_BACKEND)
 
     def resume_writing(self) -> None:
-        if self.client is not None and not self.client.closed:
-            self.client.transport.resume_reading()
+        if self.client is not None:
+            self.client.resume_reading(PAUSE_BACKEND)
 
 
 class TcpClient(asyncio.Protocol):
@@ -78,6 +103,7 @@ class TcpClient(asyncio.Protocol):
         self.pool: PoolRuntime | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
+        self.paused = 0
         self.deadline = 0.0
         self.closed = False
         self.client_eof = False
@@ -143,7 +169,7 @@ class TcpClient(asyncio.Protocol):
         self.deadline = self.ctx.now + self.vs.config.idle_timeout
         if self.pending:
             if self.pending_size > BUFFER_LIMIT:
-                self.transport.resume_reading()  # before the write, which may pause it again
+                self.resume_reading(PAUSE_CONNECT)  # before the write, which may pause it again
             backend.transport.write(b"".join(self.pending))
             self.pending = []
         if self.client_eof:
@@ -151,15 +177,33 @@ class TcpClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.stats.bytes_in += len(data)
-        self.deadline = self.ctx.now + self.vs.config.idle_timeout
+        ctx = self.ctx
+        self.deadline = ctx.now + self.vs.config.idle_timeout
+        limiter = ctx.limiter
+        if limiter is not None:
+            wait = limiter.take(len(data))
+            if wait > 0.0 and not self.paused & PAUSE_THROTTLE:
+                self.pause_reading(PAUSE_THROTTLE)
+                ctx.loop.call_later(wait, self.resume_reading, PAUSE_THROTTLE)
         backend = self.backend
         if backend is not None:
-            self.ctx.send(backend.transport, data)
+            ctx.send(backend.transport, data)
             return
         self.pending.append(data)
         self.pending_size += len(data)
         if self.pending_size > BUFFER_LIMIT:
+            self.pause_reading(PAUSE_CONNECT)
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and not self.closed:
             self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         self.client_eof = True
@@ -174,11 +218,11 @@ class TcpClient(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.backend is not None:
-            self.backend.transport.pause_reading()
+            self.backend.pause_reading(PAUSE_BACKEND)
 
     def resume_writing(self) -> None:
         if self.backend is not None:
-            self.backend.transport.resume_reading()
+            self.backend.resume_reading(PAUSE_BACKEND)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stats.connections_current -= 1

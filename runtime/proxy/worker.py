@@ -29,9 +29,10 @@ from lockgate.runtime import status
 from lockgate.runtime.config.model import Config, VirtualServer
 from lockgate.runtime.config.store import ConfigStore
 from lockgate.runtime.health import HealthChecker
+from lockgate.runtime.licence import NOT_ACCEPTED, Licence, licence_stamp, licence_state
 from lockgate.runtime.listen import MANAGEMENT_PORTS, ip_literal, traffic_ips
 from lockgate.runtime.pools import PoolRuntime
-from lockgate.runtime.proxy.context import Context, TlsContexts, VsRuntime, VsStats
+from lockgate.runtime.proxy.context import Context, Limiter, TlsContexts, VsRuntime, VsStats
 from lockgate.runtime.proxy.http_transport import HttpClient
 from lockgate.runtime.proxy.tcp_transport import TcpClient
 
@@ -44,6 +45,11 @@ LISTEN_BACKLOG = 1024
 # Lets a listener bind a traffic IP before it is raised on this host (the kernel's
 # IP_FREEBIND, also honoured by IPv6 sockets); Python names it only from 3.12.
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+# The bandwidth bucket holds this much of a second's allowance (and at least
+# MIN_BURST bytes): enough for a read or two, small enough that a burst after an
+# idle spell does not show in a rate measured over seconds.
+BURST_SECONDS = 0.05
+MIN_BURST = 64 * 1024
 
 
 class ListenerError(Exception):
@@ -135,9 +141,12 @@ def open_socket(host: str, port: int, freebind: bool = False) -> socket.socket:
 
 class Worker:
     def __init__(self, state_dir: Path, slot: int,
-                 reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS) -> None:
+                 reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS, share: int = 1) -> None:
         self.state_dir = Path(state_dir)
         self.slot = slot
+        self.share = max(1, share)  # workers sharing the licence's bandwidth (rate/N each)
+        self.licence: Licence | None = None
+        self.licence_stamp: tuple[Any, ...] | None = None
         self.reserved_ports = frozenset(reserved_ports)  # the management plane's, never ours
         self.store = ConfigStore(self.state_dir)
         self.ctx: Context = None  # type: ignore[assignment,unused-ignore]
@@ -164,6 +173,7 @@ class Worker:
         for name, counters in saved.get("virtual_servers", {}).items():
             self.stats.setdefault(name, VsStats()).restore(counters)
         self.stamp = file_stamp(self.store.path)
+        self.load_licence()
         config = self.store.load()
         await self.apply(config)
         for pool_name, pool in saved.get("pools", {}).items():
@@ -209,6 +219,29 @@ class Worker:
                 node.close_idle()
         self.write_status()
 
+    # ---- licence --------------------------------------------------------------------------
+    def load_licence(self) -> bool:
+        """Read the licence and apply its bandwidth limit; True when acceptance changed
+        (the listeners must then be opened or closed: the caller reloads)."""
+        self.licence_stamp = licence_stamp(self.state_dir)
+        lic = licence_state(self.state_dir)
+        before = self.licence
+        self.licence = lic
+        rate = lic.bandwidth_bytes_s / self.share
+        limiter = self.ctx.limiter
+        if rate <= 0:
+            self.ctx.limiter = None
+        elif limiter is None or limiter.rate != rate:
+            self.ctx.limiter = Limiter(self.ctx.loop, rate, max(rate * BURST_SECONDS, MIN_BURST))
+        if self.slot == 0 and (before is None or before.message != lic.message):
+            if lic.message:  # one worker says it, not N
+                log.warning("licence: %s", lic.message)
+            else:
+                log.warning("licence: %s edition, %s", lic.edition,
+                            f"{lic.bandwidth_mbit_s} Mb/s" if lic.bandwidth_mbit_s
+                            else "no bandwidth limit")
+        return before is not None and before.accepted != lic.accepted
+
     # ---- configuration --------------------------------------------------------------------
     async def reload(self) -> None:
         self.stamp = file_stamp(self.store.path)
@@ -251,8 +284,9 @@ class Worker:
         self.vservers = vservers
         self.freebind = traffic_ips(g.ipaddresses for g in config.traffic_ip_groups.values()
                                     if g.enabled)
+        accepted = self.licence is not None and self.licence.accepted
         self.wanted = {key: vs for vs in config.virtual_servers.values()
-                       if vs.enabled and vs.port not in self.reserved_ports
+                       if accepted and vs.enabled and vs.port not in self.reserved_ports
                        for key in listener_keys(vs)}
         # Open new listeners before closing old ones, so a moved service never has a gap.
         await self.settle()
@@ -278,6 +312,9 @@ class Worker:
             if not vs.enabled:
                 continue
             found = problems.setdefault(vs.name, {})
+            if self.licence is None or not self.licence.accepted:
+                found["licence"] = f"virtual_servers.{vs.name}: not listening: {NOT_ACCEPTED}"
+                continue
             if vs.port in self.reserved_ports:
                 found["port"] = (f"virtual_servers.{vs.name}.basic.port: {vs.port} is a "
                                  "management port (REST API, Admin UI, cluster); not listening")
@@ -364,6 +401,12 @@ class Worker:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            if licence_stamp(self.state_dir) != self.licence_stamp:
+                try:
+                    self.load_licence()
+                except Exception:  # a bug: say so, keep the licence in force
+                    log.exception("worker %d: reading the licence failed", self.slot)
+                self.reload_event.set()  # opens or closes the listeners if acceptance changed
             if file_stamp(self.store.path) != self.stamp:
                 self.reload_event.set()
             elif self.problems and time.monotonic() - self.last_settle >= RETRY_INTERVAL:
@@ -384,6 +427,8 @@ class Worker:
             "virtual_servers": {name: {**vs.stats.as_dict(), **self.vs_state(vs)}
                                 for name, vs in self.vservers.items()},
             "pools": {name: pool.status() for name, pool in self.ctx.pools.items()},
+            "licence": self.licence.as_dict() if self.licence is not None else None,
+            "bandwidth_limit_bytes_s": self.ctx.limiter.rate if self.ctx.limiter else 0,
         }
         status.write_worker_status(self.state_dir, self.slot, data)
 
@@ -397,8 +442,8 @@ class Worker:
 
 
 async def run_worker(state_dir: Path, slot: int, ready_fd: int | None, grace: float,
-                     reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS) -> int:
-    worker = Worker(state_dir, slot, reserved_ports)
+                     reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS, share: int = 1) -> int:
+    worker = Worker(state_dir, slot, reserved_ports, share)
     try:
         await worker.startup()
     except ValueError as exc:  # a damaged store (serve checks it first, so rare)
@@ -425,6 +470,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent", type=int, help="supervisor pid: exit when it is gone")
     parser.add_argument("--reserved-ports", default=",".join(map(str, MANAGEMENT_PORTS)),
                         help="comma-separated ports no virtual server may take")
+    parser.add_argument("--share", type=int, default=1,
+                        help="workers sharing the licence's bandwidth limit (each takes 1/N)")
     args = parser.parse_args(argv)
     # Until the loop's handler is installed a reload request must not kill us; the
     # store is read after this, so nothing is missed.
@@ -437,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(KeyboardInterrupt):
         reserved = tuple(int(p) for p in args.reserved_ports.split(",") if p)
         code = uvloop.run(run_worker(args.state_dir, args.slot, args.ready_fd, args.grace,
-                                     reserved))
+                                     reserved, args.share))
         sys.exit(code)
 
 
