@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: setup test lint typecheck unit integration e2e demo bench clean
 
@@ -26,7 +27,7 @@ unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m lockgate.demo
+	$(PY) -m lockgate.demo $(DEMO_ARGS)
 
 bench: setup
 	$(PY) -m lockgate.bench

@@ -25,6 +25,9 @@ FIRSTBOOT_RE = re.compile(
     r"lockgate-firstboot: done state=(?P<state>\S+) instance=(?P<instance>\S+) "
     r"source=(?P<source>\S+)[^\n]*\n")
 RUNTIME_RE = re.compile(r"lockgate-runtime: serving\b(?P<rest>[^\n]*)\n")
+# What an unconfigured appliance prints before "serving" (runtime/serve.py): the web wizard.
+WIZARD_RE = re.compile(r"lockgate-runtime: initial configuration: "
+                       r"(?P<url>https://\S+/wizard\?token=(?P<token>[A-Za-z0-9_-]+))")
 _ANSI_RE = re.compile(r"\x1b(\[[0-9;?=]*[A-Za-z]|[()][A-Z0-9]|[A-Za-z])")
 
 # Console lines that show how far a boot got; the first match of each is shown as progress.

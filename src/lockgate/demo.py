@@ -7,6 +7,10 @@ through the REST API -> wait for the first proxied 200 -> print the Admin UI
 URL, the certificate fingerprint, the user-data that clones or clusters this
 appliance and a curl line -> keep running until Ctrl-C (or, with
 ``--exit-after-ready`` or no terminal on stdin, shut down).
+
+``--no-user-data`` boots the appliance as a user who launched it without
+user-data meets it: the demo prints the web wizard's URL with the one-time
+token the console shows, checks that it answers, and configures nothing.
 """
 
 from __future__ import annotations
@@ -83,8 +87,33 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
+def show_wizard(vm: Any) -> None:
+    """The unconfigured appliance: its wizard URL (as this host reaches it) and token."""
+    from lockgate.http import read_url
+    from lockgate.image.boot import probe
+    from lockgate.image.boot.console import WIZARD_RE
+
+    line = vm.wait_for(WIZARD_RE, 30, what="the wizard's URL (lockgate-runtime: "
+                                          "initial configuration)")
+    fp = probe.fingerprint(vm, 9090)
+    url = f"{vm.url(9090)}/wizard?token={line['token']}"
+    # Look without spending the token: the wizard binds it to a cookie on first use.
+    resp = read_url(f"{vm.url(9090)}/login", timeout=10, deadline=60, pin_sha1=fp)
+    if resp.status >= 500:
+        raise LockgateError(f"the Admin UI answered {resp.status}")
+    say("\n".join([
+        "",
+        "  This appliance has no configuration: finish it in the browser.",
+        f"  Initial-configuration wizard:  {url}",
+        f"  (the console shows it as {line['url']})",
+        f"  SHA-1 fingerprint to check:    {fp}",
+        "  The token works once; the console wizard z-initial-config is the other way.",
+        "",
+    ]))
+
+
 def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
-         timeout: float) -> None:
+         timeout: float, with_user_data: bool = True) -> None:
     from lockgate.http import read_url
     from lockgate.image.boot import probe
     from lockgate.image.boot.qemu import Accel, choose_accel
@@ -92,13 +121,14 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
     from lockgate.passwords import random_password
 
     password = random_password()
-    user_data = f"password={password} accept_license=y"
+    user_data: str | None = f"password={password} accept_license=y" if with_user_data else None
     chosen, reason = choose_accel(Accel(accel))
     backend = start_backend()
     backend_port = int(backend.server_address[1])
     step(f"backend web server on 127.0.0.1:{backend_port}")
     step(f"booting {image} ({firmware}, emulated EC2) - accelerator: {reason}")
-    say("    user-data: password=<generated, shown at the end> accept_license=y")
+    say("    user-data: password=<generated, shown at the end> accept_license=y"
+        if with_user_data else "    user-data: none (the appliance asks for its configuration)")
     try:
         with booted(image, cloud="ec2", user_data=user_data, firmware=firmware,
                     forwards=[(0, VS_PORT)], accel=chosen,
@@ -108,6 +138,12 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
             done, serving = vm.wait_ready(timeout)
             t_ready = vm.elapsed
             step(f"appliance ready in {t_ready:.1f} s (first boot: {done.state})")
+            if not with_user_data:
+                show_wizard(vm)
+                if not exit_after_ready:
+                    step("running; press Ctrl-C to shut the VM down")
+                    vm.wait_exit()
+                return
             fp = serving.fingerprint or probe.fingerprint(vm)
             node = f"{vm.host_address}:{backend_port}"
             step(f"configuring pool 'demo' -> {node} and virtual server 'demo' (http :{VS_PORT})")
@@ -161,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds allowed from VM start until the appliance serves")
+    parser.add_argument("--no-user-data", action="store_true",
+                        help="boot without user-data and print the web wizard's URL and token")
     parser.add_argument("--exit-after-ready", action="store_true",
                         help="shut down after the first proxied 200 (automated runs)")
     args = parser.parse_args(argv)
@@ -175,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         if unattended and not args.exit_after_ready:
             step("stdin is not a terminal: the VM shuts down once it has served a request")
         demo(image, firmware=args.firmware, accel=args.accel,
-             exit_after_ready=args.exit_after_ready or unattended, timeout=args.timeout)
+             exit_after_ready=args.exit_after_ready or unattended, timeout=args.timeout,
+             with_user_data=not args.no_user_data)
     except _Stop:
         step("interrupted")
         sys.exit(130)

@@ -90,6 +90,18 @@ def test_without_user_data_the_console_alone_shows_how_to_finish_and_a_random_pa
         assert match, text[-3000:]
         password = match[1]
         assert "z-initial-config" in text and ":9090" in text  # how to finish
+        # ... and the web wizard's one-time URL, which claims the wizard (a cookie and a
+        # redirect to its first step); the token is then spent.
+        from lockgate.image.boot.console import WIZARD_RE
+
+        wizard = WIZARD_RE.search(text)
+        assert wizard, text[-3000:]
+        from lockgate.http import read_url as _read_url
+
+        page = _read_url(f"{vm.url(9090)}/wizard?token={wizard['token']}", timeout=10,
+                         deadline=30, pin_sha1=probe.fingerprint(vm, 9090))
+        assert page.status in (302, 303), page.status
+        assert "lockgate_wizard=" in (page.headers.get("set-cookie") or "")
         _assert_password(vm, password, pin)  # the console's password is the admin's
         # ... and it is shown nowhere else: not in the REST API or the Admin UI.
         seen = []
