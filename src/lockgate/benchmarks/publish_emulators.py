@@ -98,7 +98,7 @@ def _fakes_on_path() -> Iterator[None]:
 def gce_upload(manifest: Path) -> Upload:
     from gcp_storage_emulator.server import create_server
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     with _fakes_on_path():
         from gce_compute import FakeCompute
