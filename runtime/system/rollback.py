@@ -40,6 +40,8 @@ def _healthy(slot: Slot, entry: str, default: bool, trial: dict[str, object] | N
         return False
     if state == "committed" or default:
         return True  # a trial becomes the default only once it proved healthy
+    if trial and trial.get("previous") == entry:
+        return True  # the default the last trial started from
     return None  # installed but not yet proven (scheduled, or on trial now)
 
 

@@ -316,6 +316,7 @@ def test_rollback_helper_json_and_rollback_switch_the_default(appliance: Applian
     assert by_version["2.0.0"]["installed"].endswith("Z")
     assert by_version["1.0.0"]["slot"] == "a" and not by_version["1.0.0"]["default"]
     assert not by_version["1.0.0"]["running"]
+    assert by_version["1.0.0"]["healthy"] is True  # the default the trial started from
     # Interactive: warned, asked, "N" changes nothing.
     no = appliance.cli("rollback", "--no-restart", stdin="n\n")
     assert "will not gain any of the configuration" in no.stdout
