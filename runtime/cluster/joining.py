@@ -272,13 +272,18 @@ class JoinRetrier:
 
 
 # ---- the member's side ------------------------------------------------------------------------
-def max_members(state_dir: Path) -> int:
-    """The licence's cluster size limit (the Community Edition's 4 without a licence)."""
+def max_members(state_dir: Path) -> tuple[int, str]:
+    """The licence's cluster size limit (0: none) and the edition's name for messages:
+    the Community Edition's 4 without a valid licence key (lockgate.runtime.licence)."""
     try:
-        record = json.loads(StatePaths(Path(state_dir)).licence.read_text())
-        return int(record["limits"]["max_cluster_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return COMMUNITY_MAX_MEMBERS
+        from lockgate.runtime.licence import licence_limits
+
+        limits = licence_limits(state_dir)
+        edition = str(limits["edition"])
+        name = "Community Edition" if edition == "community" else "licence"
+        return int(limits["max_cluster_size"]), name
+    except (ImportError, OSError, ValueError, KeyError, TypeError):
+        return COMMUNITY_MAX_MEMBERS, "Community Edition"
 
 
 class JoinRefused(Exception):
@@ -320,7 +325,7 @@ class JoinService:
                     self.admin_port, self.control_port, self.fingerprint)
         joiner = Member(name, address, admin_port, control_port, fingerprint,
                         location if isinstance(location, str) else None)
-        limit = max_members(self.state_dir)
+        limit, edition = max_members(self.state_dir)
 
         def add(current: ClusterState | None) -> ClusterState:
             state = current if current is not None else new_cluster(me)
@@ -329,11 +334,11 @@ class JoinService:
                 raise JoinRefused(409, "cluster.name_in_use",
                                   f"a member named {name!r} is already in the cluster with "
                                   "another certificate; give the new one another name")
-            if old is None and len(state.members) >= limit:
+            if old is None and limit and len(state.members) >= limit:
                 raise JoinRefused(403, "cluster.licence_limit",
                                   f"the cluster already has {len(state.members)} members: the "
-                                  f"Community Edition licence allows at most {limit} traffic "
-                                  "managers in a cluster")
+                                  f"{edition} allows at most {limit} traffic managers in a "
+                                  "cluster")
             return state.with_member(joiner)
 
         state = update_cluster(self.state_dir, add)

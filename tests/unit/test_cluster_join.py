@@ -3,12 +3,13 @@ first boot's password file -- without a network."""
 
 from __future__ import annotations
 
-import json
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lockgate.firstboot.apply.base import ApplyContext, Outcome
 from lockgate.firstboot.apply.cluster import apply_cluster, join_status_line
@@ -18,6 +19,7 @@ from lockgate.paths import StatePaths
 from lockgate.runtime.cluster.joining import JoinRefused, JoinService, parse_pin, password_path
 from lockgate.runtime.cluster.state import load_cluster
 from lockgate.runtime.config.store import ConfigStore
+from lockgate.runtime.licence import DEV_ENV, key_file, sign_licence
 
 FP = "FB:1F:9F:5C:FC:CF:58:83:5C:99:4F:00:0B:B5:3A:20:E7:3D:8E:7D"
 
@@ -46,11 +48,25 @@ def test_first_join_makes_a_cluster_of_two_with_location(tmp_path: Path) -> None
     assert answer["config"]["version"] == 0 and "pools" in answer["config"]["tree"]
 
 
-def test_fifth_member_is_refused_naming_the_community_limit(tmp_path: Path) -> None:
+@pytest.fixture
+def issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ed25519PrivateKey:
+    """A trusted licence issuer, and no development licence (the suite sets one)."""
+    monkeypatch.delenv(DEV_ENV, raising=False)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = Ed25519PrivateKey.generate()
+    (keys / "issuer.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    monkeypatch.setenv("LOCKGATE_LICENCE_KEYS_DIR", str(keys))
+    return key
+
+
+def test_fifth_member_is_refused_naming_the_community_limit(
+        tmp_path: Path, issuer: Ed25519PrivateKey) -> None:
     svc = service(tmp_path)
     for name in ("tm2", "tm3", "tm4"):
         svc.accept(request(name), "10.0.0.9")
-    with pytest.raises(JoinRefused, match="Community Edition licence allows at most 4") as info:
+    with pytest.raises(JoinRefused, match="Community Edition allows at most 4") as info:
         svc.accept(request("tm5"), "10.0.0.9")
     assert info.value.status == 403
     svc.accept(request("tm4"), "10.0.0.8")  # a member joining again is not a fifth
@@ -58,14 +74,16 @@ def test_fifth_member_is_refused_naming_the_community_limit(tmp_path: Path) -> N
     assert state is not None and len(state.members) == 4
 
 
-def test_a_licence_with_a_larger_limit_is_honoured(tmp_path: Path) -> None:
-    licence = StatePaths(tmp_path).licence
-    licence.parent.mkdir(parents=True)
-    licence.write_text(json.dumps({"edition": "x", "limits": {"max_cluster_size": 5}}))
+def test_a_licence_key_with_a_larger_limit_is_honoured(
+        tmp_path: Path, issuer: Ed25519PrivateKey) -> None:
+    key_file(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    key_file(tmp_path).write_bytes(sign_licence(issuer, {
+        "serial": "L-1", "licensee": "Test", "bandwidth_mbit_s": 0, "max_cluster_size": 5,
+        "expires": None}))
     svc = service(tmp_path)
     for name in ("tm2", "tm3", "tm4", "tm5"):
         svc.accept(request(name), "10.0.0.9")
-    with pytest.raises(JoinRefused, match="at most 5"):
+    with pytest.raises(JoinRefused, match="the licence allows at most 5"):
         svc.accept(request("tm6"), "10.0.0.9")
 
 
