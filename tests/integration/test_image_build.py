@@ -228,6 +228,8 @@ def test_boots_and_sets_up_the_data_partition(built: Path, manifest: Manifest, f
         keys = vm.wait_for(re.compile(r"BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)-----END", re.S),
                            300, what="the SSH host key fingerprints")
         assert "(ED25519)" in keys.group(1)
+        # First boot and the runtime started too, so their units are among those checked.
+        vm.wait_ready(400)
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", vm.console_text)
         assert vm.shutdown(90) == "powered off"
     assert f"Loading lockgate {VERSION} from root slot a" in text
