@@ -416,10 +416,22 @@ def status(root: Path, as_json: bool) -> None:
         raise Failure(f"{path}: not valid JSON ({exc}); run lockgate firstboot run") from None
     except OSError as exc:
         raise Failure(f"{path}: cannot read: {exc.strerror or exc}") from None
+    # The cluster join goes on after first boot (the runtime retries it): its record is live.
+    from lockgate.firstboot.apply.cluster import join_status_line, pending_join
+
+    try:
+        join = pending_join(root)
+    except (OSError, ValueError) as exc:
+        join = {"status": f"unreadable join record ({exc})"}
     if as_json:
+        if join is not None:
+            data["cluster_join"] = {k: v for k, v in join.items() if k != "password"}
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(format_status(data))
+    line = join_status_line(root) if join is not None and "host" in join else None
+    if line:
+        click.echo(line)
 
 
 def format_status(data: dict[str, Any]) -> str:

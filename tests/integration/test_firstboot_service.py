@@ -89,8 +89,14 @@ def test_file_source_full_run_status_and_console(tmp_path: Path,
     shown = lockgate("firstboot", "status", "--root", str(tmp_path / "root"))
     assert shown.returncode == 0
     assert "state:     configured" in shown.stdout and "timezone" in shown.stdout
+    # The join goes on after first boot (the runtime retries it): status shows its record.
+    assert "cluster join of 10.0.0.9:9090: pending" in shown.stdout
+    assert "fingerprint 'unsafe'" in shown.stdout
     as_json = lockgate("firstboot", "status", "--root", str(tmp_path / "root"), "--json")
-    assert json.loads(as_json.stdout) == status
+    shown_json = json.loads(as_json.stdout)
+    join = shown_json.pop("cluster_join")
+    assert (join["host"], join["status"], join["fingerprint"]) == ("10.0.0.9", "pending", "unsafe")
+    assert shown_json == status
 
     again, status2, _ = firstboot_run(tmp_path, f"file:{user_data}")
     assert (status2["applied_this_boot"], status2["steps"]) == (False, [])
