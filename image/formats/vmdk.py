@@ -1,8 +1,10 @@
 """vmdk: streamOptimized, the VMDK flavour AWS VM Import and VMware OVA take.
 
 qemu-img gives each new image a random content id (``CID=`` in the text
-descriptor); it is replaced with a fixed one (same length, in place: nothing
-checksums the descriptor) so the same build gives the same file.
+descriptor, written without leading zeros, so 1 to 8 hex digits); it is
+replaced with a fixed 8-digit one so the same build gives the same file. The
+descriptor is rewritten in place within its own sectors (NUL-padded text that
+nothing checksums).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from lockgate.image.formats import artifact, progress_flag
 from lockgate.proc import run
 
 SECTOR = 512
-_CID = re.compile(rb"^CID=[0-9a-fA-F]{8}$", re.M)
+_CID = re.compile(rb"^CID=[0-9a-fA-F]{1,8}$", re.M)
 
 
 def convert_argv(source: str, target: str) -> list[str]:
@@ -33,11 +35,14 @@ def fix_cid(path: Path, cid: int) -> None:
         offset, size = struct.unpack_from("<QQ", header, 28)  # descriptor, in sectors
         f.seek(offset * SECTOR)
         descriptor = f.read(size * SECTOR)
-        found = _CID.search(descriptor)
-        if found is None:
+        text = descriptor.split(b"\0", 1)[0]
+        fixed, count = _CID.subn(b"CID=%08x" % (cid & 0xFFFFFFFF), text, count=1)
+        if count != 1:
             raise ValueError(f"{path}: no CID= line in the VMDK descriptor")
-        f.seek(offset * SECTOR + found.start())
-        f.write(b"CID=%08x" % (cid & 0xFFFFFFFF))
+        if len(fixed) > len(descriptor):
+            raise ValueError(f"{path}: the VMDK descriptor has no room for an 8-digit CID")
+        f.seek(offset * SECTOR)
+        f.write(fixed.ljust(len(descriptor), b"\0"))
 
 
 def write(context: Context) -> Artifact:

@@ -133,6 +133,24 @@ def test_vmdk_is_stream_optimized(context: Context) -> None:
                    capture_output=True)
 
 
+def test_vmdk_cid_fix_widens_a_short_cid(tmp_path: Path) -> None:
+    """qemu-img writes the CID without leading zeros: a short one becomes 8 digits,
+    the rest of the descriptor and of the file stays as it was."""
+    import struct
+
+    path = tmp_path / "short.vmdk"
+    header = bytearray(512)
+    header[:4] = b"KDMV"
+    struct.pack_into("<QQ", header, 28, 1, 1)  # descriptor: sector 1, 1 sector
+    text = b"# Disk DescriptorFile\nversion=1\nCID=abc\nparentCID=ffffffff\n"
+    tail = b"grains" * 100
+    path.write_bytes(bytes(header) + text.ljust(512, b"\0") + tail)
+    vmdk.fix_cid(path, 0x1234)
+    data = path.read_bytes()
+    want = b"# Disk DescriptorFile\nversion=1\nCID=00001234\nparentCID=ffffffff\n"
+    assert data == bytes(header) + want.ljust(512, b"\0") + tail
+
+
 def test_vmdk_cid_fix_rejects_other_files(tmp_path: Path) -> None:
     other = tmp_path / "other.img"
     other.write_bytes(bytes(1024))
