@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import mmap
+import os
 import ssl
+import struct
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
@@ -72,8 +77,8 @@ class VsRuntime:
 
 
 class Limiter:
-    """A token bucket for the licence's bandwidth limit, one per worker (each worker
-    gets rate/N of the total, see docs/runtime-config.md "Licence").
+    """A token bucket for the licence's bandwidth limit, in one process (the workers
+    share one through :class:`SharedLimiter`; see docs/runtime-config.md "Licence").
 
     Every byte read from a client or a node is taken from the bucket *after* the
     read; a read that leaves the bucket in debt pauses the socket it came from for
@@ -101,6 +106,60 @@ class Limiter:
         if tokens >= 0.0:
             return 0.0
         return -tokens / self.rate
+
+
+_BUCKET: Final = struct.Struct("dd")  # tokens, time of the last take (CLOCK_MONOTONIC)
+
+
+class SharedLimiter(Limiter):
+    """One token bucket for every worker of a ``serve``: two doubles in a small file
+    in the run folder, mapped by each worker and updated under ``flock``.
+
+    The lock is held for a few microseconds per read from a socket (at 10 Mb/s that
+    is tens of reads a second in all), and CLOCK_MONOTONIC is the same clock in every
+    process. So the total is kept however the kernel spreads connections over the
+    workers, and one connection can use the whole cap."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rate: float, burst: float,
+                 path: str) -> None:
+        super().__init__(loop, rate, burst)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < _BUCKET.size:
+                    os.ftruncate(fd, _BUCKET.size)  # zeros: "fresh", see take()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            self.map = mmap.mmap(fd, _BUCKET.size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def take(self, size: int) -> float:
+        fd = self.fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            tokens, last = _BUCKET.unpack_from(self.map, 0)
+            now = time.monotonic()
+            if last <= 0.0 or last > now:  # a new file, or one from before a reboot
+                tokens = self.burst
+            else:
+                tokens += (now - last) * self.rate
+                if tokens > self.burst:
+                    tokens = self.burst
+            tokens -= size
+            _BUCKET.pack_into(self.map, 0, tokens, now)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        if tokens >= 0.0:
+            return 0.0
+        return float(-tokens / self.rate)
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
 
 
 class Context:

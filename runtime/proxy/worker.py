@@ -32,7 +32,14 @@ from lockgate.runtime.health import HealthChecker
 from lockgate.runtime.licence import NOT_ACCEPTED, Licence, licence_stamp, licence_state
 from lockgate.runtime.listen import MANAGEMENT_PORTS, ip_literal, traffic_ips
 from lockgate.runtime.pools import PoolRuntime
-from lockgate.runtime.proxy.context import Context, Limiter, TlsContexts, VsRuntime, VsStats
+from lockgate.runtime.proxy.context import (
+    Context,
+    Limiter,
+    SharedLimiter,
+    TlsContexts,
+    VsRuntime,
+    VsStats,
+)
 from lockgate.runtime.proxy.http_transport import HttpClient
 from lockgate.runtime.proxy.tcp_transport import TcpClient
 
@@ -144,7 +151,7 @@ class Worker:
                  reserved_ports: tuple[int, ...] = MANAGEMENT_PORTS, share: int = 1) -> None:
         self.state_dir = Path(state_dir)
         self.slot = slot
-        self.share = max(1, share)  # workers sharing the licence's bandwidth (rate/N each)
+        self.share = max(1, share)  # workers of this serve (they share one bucket)
         self.licence: Licence | None = None
         self.licence_stamp: tuple[Any, ...] | None = None
         self.reserved_ports = frozenset(reserved_ports)  # the management plane's, never ours
@@ -227,12 +234,12 @@ class Worker:
         lic = licence_state(self.state_dir)
         before = self.licence
         self.licence = lic
-        rate = lic.bandwidth_bytes_s / self.share
+        rate = lic.bandwidth_bytes_s  # in total: the workers share one bucket
         limiter = self.ctx.limiter
-        if rate <= 0:
-            self.ctx.limiter = None
-        elif limiter is None or limiter.rate != rate:
-            self.ctx.limiter = Limiter(self.ctx.loop, rate, max(rate * BURST_SECONDS, MIN_BURST))
+        if limiter is None or limiter.rate != rate:
+            if isinstance(limiter, SharedLimiter):
+                limiter.close()
+            self.ctx.limiter = None if rate <= 0 else self._limiter(rate)
         if self.slot == 0 and (before is None or before.message != lic.message):
             if lic.message:  # one worker says it, not N
                 log.warning("licence: %s", lic.message)
@@ -241,6 +248,16 @@ class Worker:
                             f"{lic.bandwidth_mbit_s} Mb/s" if lic.bandwidth_mbit_s
                             else "no bandwidth limit")
         return before is not None and before.accepted != lic.accepted
+
+    def _limiter(self, rate: float) -> Limiter:
+        burst = max(rate * BURST_SECONDS, MIN_BURST)
+        path = status.run_folder(self.state_dir) / "bandwidth.bucket"
+        try:
+            return SharedLimiter(self.ctx.loop, rate, burst, str(path))
+        except OSError as exc:  # the cap still holds: each worker keeps 1/N of it
+            log.error("worker %d: cannot share the bandwidth bucket %s (%s); "
+                      "this worker keeps 1/%d of the limit", self.slot, path, exc, self.share)
+            return Limiter(self.ctx.loop, rate / self.share, burst / self.share)
 
     # ---- configuration --------------------------------------------------------------------
     async def reload(self) -> None:

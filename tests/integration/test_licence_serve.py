@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -233,7 +234,14 @@ def test_nothing_proxied_until_accepted_then_ce_rate(serve: Serve) -> None:
     _, metrics = serve.rest("/metrics")
     assert b"lockgate_licence_accepted 0" in metrics
     assert NOT_ACCEPTED.encode() in metrics
-    _, stats = serve.rest("/api/tm/1.0/status/local_tm/statistics/virtual_servers/web")
+    deadline = time.monotonic() + 10
+    while True:  # the workers write their status about once a second
+        try:
+            _, stats = serve.rest("/api/tm/1.0/status/local_tm/statistics/virtual_servers/web")
+            break
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404 and time.monotonic() < deadline
+            time.sleep(0.2)
     web = json.loads(stats)["statistics"]
     assert web["state"] == "error" and NOT_ACCEPTED in (web["error"] or "")
 
@@ -292,8 +300,8 @@ def test_keys_expired_invalid_and_unlimited(serve: Serve) -> None:
 
 
 def test_two_workers_share_the_cap(serve_two_workers: Serve) -> None:
-    """Each worker takes 1/N of the cap: four parallel TCP downloads, however the
-    kernel spreads them over the two workers, stay within 10 Mb/s in total.
+    """The workers share one bucket: four parallel TCP downloads, however the kernel
+    spreads them over the two workers, get 10 Mb/s in total, no more and not half.
 
     A worker reads up to 256 KB at a time and the bucket lets a read through before
     it pauses the socket, so over a few seconds the bytes come in steps of a read per
@@ -329,4 +337,4 @@ def test_two_workers_share_the_cap(serve_two_workers: Serve) -> None:
     print(f"two workers, four downloads over {period:g} s: {rate * 8 / 1e6:.2f} Mb/s in "
           f"total {received}")
     assert total <= CAP_BYTES_S * period + 2 * 64 * 1024 + 4 * 256 * 1024
-    assert total >= 0.45 * CAP_BYTES_S * period  # at least one worker's share is in use
+    assert total >= 0.8 * CAP_BYTES_S * period  # the whole cap, not one worker's half
