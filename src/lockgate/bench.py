@@ -94,6 +94,9 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
          worker_counts: str, image_skip: str, image_cold: bool, image_boot_rounds: int,
          failover_rounds: int, failover_soak: float, build_dir: Path) -> None:
     """Benchmark lockgate: proxy vs HAProxy, first boot, image build and boot."""
+    # The traffic managers started here are not an appliance: an accepted licence without
+    # the Community Edition's 10 Mb/s (docs/runtime-config.md "Licence"); inherited.
+    os.environ["LOCKGATE_LICENCE_DEV"] = "1"
     parts = parse_only(only, build_dir)
     counts = _counts(worker_counts)  # bad options fail before anything runs
     skipped = _image_skips(image_skip)
