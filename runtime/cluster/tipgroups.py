@@ -61,6 +61,45 @@ def raised_path(state_dir: Path) -> Path:
     return StatePaths(Path(state_dir)).runtime / RAISED_FILE
 
 
+class LazyMover:
+    """The platform's mover, made on first use, off the event loop (every call is in a
+    thread). Making a cloud mover reads the instance metadata and needs the cloud's SDK
+    (the ``cluster-cloud`` extra): a stand-alone appliance, which never moves an IP,
+    must not crash-loop at start when either is missing. A failure to make it is a
+    :class:`MoverError` for the IP being moved, retried on the next move."""
+
+    def __init__(self, platform: str | None) -> None:
+        self.name = platform or "local"
+        self.platform = platform
+        self._real: Mover | None = None
+
+    def _mover(self) -> Mover:
+        if self._real is None:
+            try:
+                self._real = choose(self.platform)
+            except MoverError:
+                raise
+            except Exception as exc:  # metadata unreachable, SDK not installed, ...
+                raise MoverError(f"cannot set up the {self.name} IP mover: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        return self._real
+
+    def raise_ip(self, ip: str) -> None:
+        self._mover().raise_ip(ip)
+
+    def drop_ip(self, ip: str) -> None:
+        self._mover().drop_ip(ip)
+
+    def announce(self, ip: str) -> None:
+        self._mover().announce(ip)
+
+    def prepare(self, ips: list[str]) -> None:
+        try:
+            self._mover().prepare(ips)
+        except MoverError as exc:  # the move itself will report it again, with its IP
+            log.error("%s", exc)
+
+
 def groups_of(config: Config) -> list[GroupSpec]:
     return [GroupSpec(g.name, g.ipaddresses, g.machines, g.passive_machines, g.keeptogether,
                       g.enabled) for g in config.traffic_ip_groups.values()]
@@ -108,7 +147,7 @@ class FaultToleranceService:
         self.host = host
         self.supervisor = supervisor
         self.platform = detect_platform()
-        self.mover = mover or choose(self.platform)
+        self.mover: Mover = mover or LazyMover(self.platform)
         self.cluster: ClusterState | None = None
         self.cluster_mtime = 0.0
         self.config: Config | None = None
