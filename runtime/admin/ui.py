@@ -217,6 +217,7 @@ class AdminUi:
 <tr><th>lockgate version</th><td>{e(__version__)}</td></tr>
 <tr><th>Configuration version</th><td>{version}</td></tr>
 <tr><th>Certificate SHA-1 fingerprint</th><td><code>{e(self.fingerprint)}</code></td></tr>
+{_licence_row(snap.get("licence"))}
 </table></section>""", _CHART, self._virtual_servers(tree, snap), self._pools(tree, snap)]
         return self._page(200, "Status", "\n".join(body), self._header(session, "/"))
 
@@ -429,6 +430,28 @@ def _form(request: Request) -> dict[str, str]:
     parsed = parse_qs(request.body.decode("utf-8", errors="replace"), keep_blank_values=True,
                       max_num_fields=2000)
     return {k: v[0] for k, v in parsed.items()}
+
+
+def _licence_row(licence: Mapping[str, Any] | None) -> str:
+    """The licence as the runtime applies it; not accepted means nothing is proxied."""
+    if not licence:
+        return ""
+    if not licence.get("accepted"):
+        return (f'<tr><th>Licence</th><td class="error">{e(licence.get("message") or "")}'
+                "</td></tr>")
+    limits = []
+    if licence.get("bandwidth_mbit_s"):
+        limits.append(f"{licence['bandwidth_mbit_s']} Mb/s")
+    if licence.get("max_cluster_size"):
+        limits.append(f"at most {licence['max_cluster_size']} cluster members")
+    text = str(licence.get("edition") or "")
+    if limits:
+        text += " (" + ", ".join(limits) + ")"
+    if licence.get("expires"):
+        text += f", expires {licence['expires']}"
+    if licence.get("message"):
+        text += f" - {licence['message']}"
+    return f"<tr><th>Licence</th><td>{e(text)}</td></tr>"
 
 
 def _redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Response:

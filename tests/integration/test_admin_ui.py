@@ -215,3 +215,19 @@ def test_pool_and_virtual_server_pages_use_the_rest_api_rules(server: Running) -
     assert "admin logged in" in events
     system = admin(server, "GET", "/system", cookie=cookie)
     assert system.status == 200 and server.mgmt.fingerprint.encode() in system.body
+
+
+def test_status_page_says_when_nothing_is_proxied_for_want_of_a_licence(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lockgate.runtime.licence import NOT_ACCEPTED
+
+    monkeypatch.delenv("LOCKGATE_LICENCE_DEV", raising=False)
+    write_users(tmp_path)
+    with running(tmp_path) as srv:
+        text = admin(srv, "GET", "/", cookie=session_cookie(login(srv))).body.decode()
+    assert f'<th>Licence</th><td class="error">{NOT_ACCEPTED}' in text
+
+
+def test_status_page_shows_the_licence_in_force(server: Running) -> None:
+    text = admin(server, "GET", "/", cookie=session_cookie(login(server))).body.decode()
+    assert re.search(r"<th>Licence</th><td>[^<]*not for production", text), text
