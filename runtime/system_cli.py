@@ -17,3 +17,7 @@ from lockgate.runtime.system.cli import activate, rollback, rollback_helper, upg
 
 for _command in (upgrade, rollback, rollback_helper, activate):
     group.add_command(_command)
+
+from lockgate.runtime.system.health import status_command  # noqa: E402
+
+group.add_command(status_command)

@@ -187,3 +187,16 @@ def test_a_pending_trial_is_left_alone_and_set_by_hand_counts_as_committed(
     assert m.check() == "normal"
     record = boot.read_trial_record(m.state_dir)
     assert record and record["state"] == "committed"
+
+
+def test_lockgate_system_status_is_a_command() -> None:
+    """`lockgate system status --json` (issue 11): on a host without the appliance's ESP it
+    still answers, naming what it could not read instead of failing."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lockgate", "system", "status", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert "grubenv" in report["grubenv_error"]
