@@ -34,6 +34,7 @@ from lockgate.errors import Failure
 
 MiB = 1024 * 1024
 SYNTHETIC_SIZE = 256 * MiB
+SYNTHETIC_BLOCK = 4 * MiB
 DRY_RUNS = 3
 _SUMMARY = re.compile(r"ebs snapshot: sent ([0-9.]+) MiB of ([0-9.]+) MiB in ([0-9.]+) s "
                       r"\(([0-9.]+) MiB/s\); (\d+) of (\d+) blocks all zero")
@@ -78,16 +79,17 @@ class PublishResult:
 
 
 def synthetic_build(folder: Path, size: int = SYNTHETIC_SIZE) -> Path:
-    """A small build with raw, vhd and gce artifacts and its manifest.json."""
+    """A disk shaped like the appliance's: a fifth of its 4 MiB blocks hold data that
+    does not compress (the GCE tarball is gzip'd, so repeated bytes would flatter it),
+    the rest are holes; its VHD and GCE tarball by the formats' own code, a manifest."""
     from lockgate.image.formats import gce, vhd
 
     raw = folder / "lockgate-bench.raw"
-    block = 512 * 1024
     with raw.open("wb") as f:
         f.truncate(size)
-        for index in range(0, size // block, 4):  # every 4th block data, the others not
-            f.seek(index * block)
-            f.write(hashlib.sha256(str(index).encode()).digest() * (block // 32))
+        for index in range(0, size // SYNTHETIC_BLOCK, 5):
+            f.seek(index * SYNTHETIC_BLOCK)
+            f.write(hashlib.shake_256(index.to_bytes(4, "big")).digest(SYNTHETIC_BLOCK))
     artifacts = {"raw": raw, "vhd": folder / "lockgate-bench.vhd",
                  "gce": folder / "lockgate-bench.gce.tar.gz"}
     vhd.make_vhd(raw, artifacts["vhd"], folder, 1750000000,

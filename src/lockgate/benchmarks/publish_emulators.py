@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate import proc
+from lockgate.benchmarks.publish import synthetic_build
 from lockgate.benchmarks.report import fmt, rounded, say, table
 from lockgate.benchmarks.servers import lockgate_argv, start_long_lived
 
@@ -147,45 +148,6 @@ def _has(manifest: Path, fmt_: str) -> bool:
     if not manifest.is_file():
         return False
     return any(a.get("format") == fmt_ for a in json.loads(manifest.read_text()).get("artifacts", []))
-
-
-SYNTHETIC_SIZE = 256 * 1024 * 1024
-BLOCK = 4 * 1024 * 1024
-
-
-def synthetic_build(folder: Path, size: int = SYNTHETIC_SIZE) -> Path:
-    """A disk shaped like the appliance's: a fifth of its 4 MiB blocks hold data that
-    does not compress (the GCE tarball is gzip'd, so repeated bytes would flatter it),
-    the rest are holes; its VHD and GCE tarball by the formats' own code, a manifest."""
-    import hashlib
-    import uuid
-
-    from lockgate.image.formats import gce, sha256_file, vhd
-
-    raw = folder / "lockgate-bench.raw"
-    with raw.open("wb") as f:
-        f.truncate(size)
-        for index in range(0, size // BLOCK, 5):
-            f.seek(index * BLOCK)
-            f.write(hashlib.shake_256(index.to_bytes(4, "big")).digest(BLOCK))
-    artifacts = {"vhd": folder / "lockgate-bench.vhd", "gce": folder / "lockgate-bench.gce.tar.gz"}
-    vhd.make_vhd(raw, artifacts["vhd"], folder, 1750000000, uuid.UUID(int=1))
-    tree = folder / "gce"
-    tree.mkdir()
-    proc.run(["cp", "--sparse=always", raw, tree / gce.MEMBER])
-    with (tree / gce.MEMBER).open("r+b") as f:
-        f.truncate(gce.padded_size(size))
-    proc.run(gce.tar_argv(artifacts["gce"], tree, 1750000000), env={"GZIP": "-n"})
-    shutil.rmtree(tree)
-    raw.unlink()
-    manifest = {"manifest_format": 1, "name": "lockgate-bench", "version": "0.0.0-bench",
-                "firmware": "hybrid", "disk": {"size": size}, "initramfs_drivers": ["gve"],
-                "artifacts": [{"format": name, "path": path.name, "size": path.stat().st_size,
-                               "sha256": sha256_file(path)} for name, path in artifacts.items()],
-                "partitions": [], "packages": []}
-    path = folder / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
 
 
 def run_publish_emulators(build_dir: Path) -> EmulatorResult:
