@@ -18,6 +18,11 @@ Both servers apply the same :class:`~lockgate.runtime.api.http.Limits`: the
 defaults, or ``config/management.json`` in the state dir (read at start; a
 bad entry is logged and its default kept -- the management plane must come up,
 it is how a bad setting gets fixed).
+
+The REST server also serves upgrade, rollback and version switching
+(:mod:`lockgate.runtime.system.rest`) on this machine's disk; ``PUT
+/api/tm/1.0/system/upgrade`` is the one request whose body is streamed
+(to the data partition) instead of held, under its own limits.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from lockgate.runtime.api.http import HttpServer, Limits
 from lockgate.runtime.api.openapi import document
 from lockgate.runtime.api.routes import RestApi
 from lockgate.runtime.config.store import ConfigStore
+from lockgate.runtime.system.rest import SystemApi
+from lockgate.runtime.system.slots import Machine
 from lockgate.runtime.tls import Certificate, ensure_certificate, primary_address
 
 REST_PORT = 9070
@@ -74,6 +81,29 @@ def configured(auth: Authenticator, root: Path) -> bool:
         return auth.configured() and licence_accepted(root)
     except (OSError, ValueError):  # a damaged licence record: the wizard rewrites it
         return False
+
+
+def appliance_system(state_dir: Path) -> SystemApi:
+    """Upgrades of this appliance: its disk, ESP and baked-in keys, as ``lockgate system``."""
+    from lockgate.errors import Failure
+    from lockgate.paths import RELEASE_FILE, TRUSTED_KEYS_DIR
+    from lockgate.runtime.system import boot
+    from lockgate.runtime.system.cli import make_machine, reboot
+    from lockgate.runtime.system.keys import load_dir
+
+    def machine() -> Machine:
+        # Only when this system booted from a slot: a build host with an image's
+        # partitions attached (a root-a label in /dev/disk) is not the appliance.
+        try:
+            running_from_slot = "lockgate.slot=" in boot.CMDLINE.read_text()
+        except OSError:
+            running_from_slot = False
+        if not running_from_slot:
+            raise Failure("not booted from a lockgate A/B slot: there is nothing to "
+                          "upgrade here")
+        return make_machine(None, boot.ESP_MOUNT, state_dir, boot.CMDLINE, RELEASE_FILE)
+
+    return SystemApi(machine, lambda: load_dir(TRUSTED_KEYS_DIR), reboot)
 
 
 @dataclass
@@ -119,12 +149,14 @@ class Management:
 async def start_management(state_dir: Path, host: str = "", rest_port: int = REST_PORT,
                            admin_port: int = ADMIN_PORT, *,
                            login_limits: FailureLimiter | None = None,
-                           limits: Limits | None = None) -> Management:
+                           limits: Limits | None = None,
+                           system: SystemApi | None = None) -> Management:
     """Start both HTTPS servers (port 0 picks a free one: see ``.rest.port``).
 
     ``login_limits`` replaces the default failed-login limiter (5 failures in
     60 s lock a client address out for 60 s); ``limits`` the connection limits
-    (default: :func:`load_limits`).
+    (default: :func:`load_limits`); ``system`` the upgrade API (default: this machine's
+    A/B disk, found on each use -- on a host that is not an appliance it answers 404).
     """
     from lockgate.runtime.admin import AdminUi  # admin imports api: import here
     from lockgate.runtime.admin.wizard import WebWizard, root_of
@@ -137,8 +169,8 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     store = ConfigStore(state_dir)
     snapshot = functools.partial(status.management_snapshot, state_dir)  # with the licence
     limits = limits or load_limits(state_dir)
-    rest_api = RestApi(store, auth, snapshot, document())
-    rest = HttpServer("rest", rest_api, context, limits=limits)
+    rest_api = RestApi(store, auth, snapshot, document(), system or appliance_system(state_dir))
+    rest = HttpServer("rest", rest_api, context, limits=limits, streams=rest_api.streams)
     wizard = None
     root = root_of(state_dir)
     if root is not None and not configured(auth, root):

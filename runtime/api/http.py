@@ -18,6 +18,11 @@ Under abuse (see :class:`Limits`, docs/rest-api.md "Limits under abuse"):
   oldest connection that has not authenticated is closed to make room, and
   a connection that has (:func:`mark_authenticated`) is never evicted, so slow
   or idle strangers cannot lock an administrator out;
+- a body the handler takes as a stream (:class:`BodyStream`, for the paths the
+  server's ``streams`` predicate names -- a bundle upload) is not buffered and has
+  no ``max_body``: the handler authenticates the head first and only then starts
+  the stream; instead of ``body_timeout`` it must keep arriving at
+  ``min_stream_rate`` bytes/s averaged over each ``stream_window`` seconds;
 - reading stops while requests are queued or while the transport's write
   buffer is above ``write_buffer_high`` (a client that pipelines and never
   reads), and bytes are parsed a slice at a time, so what one connection costs
@@ -66,6 +71,8 @@ class Limits:
     write_buffer_high: int = 64 * 1024  # stop taking requests above this much unsent
     max_body: int = MAX_BODY
     max_header_bytes: int = MAX_HEADER_BYTES
+    min_stream_rate: int = 64 * 1024  # bytes/s a streamed body (an upload) must keep up
+    stream_window: float = 10.0  # seconds that rate is averaged over
 
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any]) -> tuple[Limits, list[str]]:
@@ -95,6 +102,87 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: bytes
     client: str  # peer IP address
+    stream: BodyStream | None = None  # the body, for paths the server streams (body is b"")
+
+
+class BodyStreamError(Exception):
+    """The streamed body will not arrive whole (too slow, connection lost)."""
+
+
+STREAM_HIGH = 256 * 1024  # bytes a stream holds before reading pauses
+
+
+class BodyStream:
+    """A request body handed to the handler as it arrives, never gathered in memory.
+
+    Nothing after the head is read until the handler calls :meth:`start` (after it
+    authenticated the head), so a refused client gets its answer without its body
+    being taken; then :meth:`read` returns what has arrived (at most about
+    STREAM_HIGH bytes, reading pauses above it), ``b""`` at the end."""
+
+    def __init__(self, conn: _Connection, expect_continue: bool) -> None:
+        self._conn = conn
+        self._expect_continue = expect_continue
+        self._chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.received = 0
+        self.started = False
+        self.done = False  # the whole body arrived
+        self.failed: str | None = None
+        self.window_start = 0.0
+        self.window_bytes = 0
+        self._ready = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return not self.started or self.buffered >= STREAM_HIGH
+
+    def start(self) -> None:
+        self.started = True
+        self.restart_window()
+        conn = self._conn
+        if self._expect_continue and not self.done and conn.transport is not None \
+                and not conn.closing:
+            conn._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn._feed()
+        self._conn._arm()
+
+    def restart_window(self) -> None:
+        self.window_start = time.monotonic()
+        self.window_bytes = self.received
+
+    async def read(self) -> bytes:
+        assert self.started, "start() the stream first"
+        while not self._chunks:
+            if self.failed is not None:
+                raise BodyStreamError(self.failed)
+            if self.done:
+                return b""
+            self._ready.clear()
+            await self._ready.wait()
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self.buffered = 0
+        self._conn._feed()  # room again: read on
+        self._conn._arm()
+        return data
+
+    def _put(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.buffered += len(data)
+        self.received += len(data)
+        self._ready.set()
+
+    def _end(self) -> None:
+        self.done = True
+        self._ready.set()
+
+    def _fail(self, why: str) -> None:
+        if not self.done and self.failed is None:
+            self.failed = why
+            self._chunks.clear()
+            self.buffered = 0
+        self._ready.set()
 
 
 @dataclass
@@ -189,6 +277,7 @@ class _Connection(asyncio.Protocol):
         self.body_started = 0.0
         self.idle_since = self.accepted
         self.timer: asyncio.TimerHandle | None = None
+        self.stream: BodyStream | None = None  # the current request's, while it streams
         self._reset_message()
 
     # -- asyncio.Protocol
@@ -218,6 +307,8 @@ class _Connection(asyncio.Protocol):
             return
         self.closing = self.gone = True
         self.server.forget(self)
+        if self.stream is not None:
+            self.stream._fail("the connection was lost")
         if self.timer:
             self.timer.cancel()
             self.timer = None
@@ -323,7 +414,8 @@ class _Connection(asyncio.Protocol):
     # -- parsing, a slice at a time, while there is room for more requests
     def _blocked(self) -> bool:
         return (self.closing or len(self.queue) >= self.limits.max_queued
-                or self.write_paused_since is not None)
+                or self.write_paused_since is not None
+                or (self.stream is not None and self.stream.full))
 
     def _feed(self) -> None:
         while self.pending and not self._blocked():
@@ -363,6 +455,8 @@ class _Connection(asyncio.Protocol):
                 now = time.monotonic()
                 self.head_started = now if self.awaiting_head else self.head_started
                 self.body_started = now
+                if self.stream is not None and self.stream.started:
+                    self.stream.restart_window()
             self._arm()
 
     # -- httptools callbacks
@@ -394,6 +488,19 @@ class _Connection(asyncio.Protocol):
         self.awaiting_head = False
         self.body_started = time.monotonic()
         self._arm()
+        method = self.parser.get_method().decode("latin-1")
+        streams = self.server.streams
+        if streams is not None and not self.stream:
+            request = self._request(method)
+            if streams(request.method, request.path):
+                # Handed to the handler now; its body follows through the stream, with
+                # the handler's own size limit instead of max_body. 100 Continue is the
+                # handler's to send (after it accepted the head): see BodyStream.start.
+                expect = self.headers.get("expect", "").lower() == "100-continue"
+                self.stream = request.stream = BodyStream(self, expect)
+                self.queue.append(request)
+                self.wakeup.set()
+                return
         length = self.headers.get("content-length", "0")
         if length.isdigit() and int(length) > self.limits.max_body:
             raise _Reject(_too_large(self.limits.max_body))
@@ -401,12 +508,25 @@ class _Connection(asyncio.Protocol):
             self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self.stream is not None:
+            self.stream._put(body)
+            return
         self.body += body
         if len(self.body) > self.limits.max_body:
             raise _Reject(_too_large(self.limits.max_body))
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        if self.stream is not None:
+            self.stream._end()
+            self.stream = None
+            self._arm()
+            return
+        self.queue.append(self._request(self.parser.get_method().decode("latin-1")))
+        self.wakeup.set()
+        self._arm()
+
+    def _request(self, method: str) -> Request:
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError as exc:
@@ -416,14 +536,11 @@ class _Connection(asyncio.Protocol):
             path = unquote(raw_path, errors="strict")
         except UnicodeDecodeError as exc:
             raise _Reject(Response.error(400, "http.bad_url", "path is not UTF-8")) from exc
-        method = self.parser.get_method().decode("latin-1")
         request = Request(method, path, raw_path, (parsed.query or b"").decode("latin-1"),
                           self.headers, bytes(self.body), self.client)
         if not self.parser.should_keep_alive():
             request.headers["connection"] = "close"
-        self.queue.append(request)
-        self.wakeup.set()
-        self._arm()
+        return request
 
     # -- internals
     def _count(self, n: int) -> None:
@@ -442,6 +559,11 @@ class _Connection(asyncio.Protocol):
             return self.accepted + lim.header_timeout, "handshake"
         if self.write_paused_since is not None:
             return self.write_paused_since + lim.idle_timeout, "write"
+        stream = self.stream
+        if stream is not None and stream.started:
+            if self.reading_paused:
+                return None  # the handler has not taken what arrived: waiting on us
+            return stream.window_start + lim.stream_window, "stream"
         if self.busy or self.queue or self.reading_paused:
             return None  # the server is working or waiting on itself
         if self.awaiting_head:
@@ -477,6 +599,23 @@ class _Connection(asyncio.Protocol):
         if why == "linger":
             self.linger_until = None
             self.transport.close()
+            return
+        stream = self.stream
+        if why == "stream" and stream is not None:
+            if stream.received - stream.window_bytes >= self.limits.min_stream_rate * \
+                    self.limits.stream_window:
+                stream.restart_window()
+                self._arm()
+                return
+            self.server.count_timeout(why)
+            log.info("%s: %s sent its body slower than %d bytes/s; 408", self.server.name,
+                     self.client, self.limits.min_stream_rate)
+            # The handler answers (408, from the BodyStreamError) and the connection closes.
+            self.closing = True
+            self.pending.clear()
+            self._pause_reading()
+            stream._fail("the body arrived slower than "
+                         f"{self.limits.min_stream_rate // 1024} KiB/s")
             return
         self.server.count_timeout(why)
         if why in ("head", "body") and self.in_message:
@@ -540,6 +679,14 @@ class _Connection(asyncio.Protocol):
             if self.gone or self.transport.is_closing():
                 return
             close = item.headers.get("connection", "").lower() == "close"
+            if item.stream is not None and not item.stream.done:
+                # Refused before its body was read, or cut: the rest of it must not be
+                # parsed as requests.
+                item.stream._fail("answered")
+                self.stream = None
+                self.pending.clear()
+                self._write(item, response, started, close=True, linger=True)
+                return
             self._write(item, response, started, close=close)
             if close:
                 return
@@ -594,16 +741,19 @@ class HttpServer:
     """One listening HTTPS server; ``await start()``, ``await close()``."""
 
     def __init__(self, name: str, handler: Handler, ssl_context: ssl.SSLContext | None, *,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None,
+                 streams: Callable[[str, str], bool] | None = None) -> None:
         self.name = name
         self.handler = handler
+        # (method, path) -> True: that request's body goes to the handler as a BodyStream.
+        self.streams = streams
         self.ssl_context = ssl_context
         self.limits = limits or Limits()
         # Both in accept order (dicts keep it): eviction looks for the oldest first.
         self.connections: dict[_Connection, None] = {}
         self.by_client: dict[str, dict[_Connection, None]] = {}
         self.counters = {"evicted": 0, "refused": 0, "timeout_handshake": 0, "timeout_head": 0,
-                         "timeout_body": 0, "timeout_idle": 0, "timeout_write": 0}
+                         "timeout_body": 0, "timeout_stream": 0, "timeout_idle": 0, "timeout_write": 0}
         self._last_warning = 0.0
         self._server: asyncio.Server | None = None
 

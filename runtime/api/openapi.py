@@ -10,6 +10,7 @@ naming the field.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from lockgate import __version__
@@ -21,6 +22,8 @@ from lockgate.runtime.config.schema import (
     SCHEMA,
 )
 from lockgate.runtime.listen import MANAGEMENT_PORTS
+from lockgate.runtime.system.rest import OPENAPI_PATHS as SYSTEM_PATHS
+from lockgate.runtime.system.rest import PREFIX as SYSTEM
 
 ROOT = "/api/tm/1.0"
 STATS = f"{ROOT}/status/local_tm/statistics"
@@ -257,6 +260,37 @@ def _stats_paths() -> dict[str, Any]:
     return paths
 
 
+def _system_paths() -> dict[str, Any]:
+    """lockgate.runtime.system.rest's fragment, with this document's errors and shapes."""
+    paths: dict[str, Any] = {SYSTEM: _index("Upgrade, rollback and installed versions.")}
+    paths[SYSTEM]["get"]["responses"]["404"] = _error("Not an A/B appliance.")
+    for path, item in copy.deepcopy(SYSTEM_PATHS).items():
+        for method, op in item.items():
+            responses = op["responses"]
+            for status, response in responses.items():
+                if "content" in response:
+                    continue
+                if int(status) >= 400:
+                    responses[status] = _error(response["description"])
+                else:
+                    shape = _array({"type": "object"}) if path.endswith("/versions") \
+                        else {"type": "object"}
+                    responses[status] = _json(shape, response["description"])
+            # Every system resource answers 404 on a host that is not an A/B appliance.
+            responses.setdefault("404", _error("Not an A/B appliance."))
+            if method in ("put", "post"):
+                responses.setdefault("400", _error("Bad request (not JSON, wrong field type)."))
+            if path.endswith("/upgrade") and method == "put":
+                responses.setdefault("408", _error(
+                    "The body stopped arriving at 64 KiB/s (averaged over 10 s)."))
+                responses.setdefault("409", _error("Another upgrade is in progress."))
+            item[method] = _op(op["summary"], responses,
+                               **{k: v for k, v in op.items()
+                                  if k not in ("summary", "responses")})
+        paths[path] = item
+    return paths
+
+
 def _count(description: str) -> dict[str, Any]:
     return {"type": "integer", "minimum": 0, "description": description}
 
@@ -285,6 +319,7 @@ def document() -> dict[str, Any]:
                 "serial": {"type": "string", "nullable": True},
                 "message": {"type": "string", "description": "Why (empty: all is well)."}}}}},
             "The licence, its limits and why.")})}
+    paths.update(_system_paths())
     paths[f"{ROOT}/openapi.json"] = {"get": _op("This document.", {
         "200": _json({"type": "object"}, "OpenAPI 3.0 document.")})}
     paths["/metrics"] = {"get": _op("Prometheus metrics (text format 0.0.4).", {
@@ -332,8 +367,9 @@ def document() -> dict[str, Any]:
         "info": {"title": "lockgate traffic manager REST API", "version": __version__,
                  "description": "Configuration and status of one lockgate traffic manager. "
                                 "HTTPS on port 9070, HTTP Basic auth (the appliance's admin "
-                                "users). Bodies are JSON, at most 1 MiB. A trailing slash on "
-                                "any path is accepted."},
+                                "users). Bodies are JSON, at most 1 MiB (except an upgrade "
+                                "bundle's, streamed to disk). A trailing slash on any path is "
+                                "accepted."},
         "servers": [{"url": "/"}],
         "security": [{"basic": []}],
         "paths": paths,

@@ -18,10 +18,12 @@ from typing import Any
 
 from lockgate.runtime import metrics
 from lockgate.runtime.api.auth import Authenticator, Outcome, parse_basic
-from lockgate.runtime.api.http import Request, Response
+from lockgate.runtime.api.http import BodyStreamError, Request, Response
 from lockgate.runtime.config.schema import KINDS, NAME_RE, ConfigError, fill_document
 from lockgate.runtime.config.store import ConfigNotFound, ConfigStore, StaleVersion
 from lockgate.runtime.listen import address_is_local, ip_literal, load_reserved_ports, traffic_ips
+from lockgate.runtime.system.rest import PREFIX as SYSTEM
+from lockgate.runtime.system.rest import UPGRADE, Reply, SystemApi, UploadError
 
 ROOT = "/api/tm/1.0"
 CONFIG = f"{ROOT}/config/active"
@@ -32,6 +34,8 @@ LICENCE = f"{ROOT}/status/local_tm/licence"
 REALM = 'Basic realm="lockgate", charset="UTF-8"'
 
 Snapshot = Callable[[], Mapping[str, Any]]
+SYSTEM_METHODS = {"": "GET", "versions": "GET", "versions/default": "PUT", "rollback": "POST",
+                  "upgrade": "GET, PUT"}
 
 
 class NotOnHost(ConfigError):
@@ -44,8 +48,11 @@ def children(base: str, names: list[str]) -> dict[str, Any]:
 
 class RestApi:
     def __init__(self, store: ConfigStore, auth: Authenticator, snapshot: Snapshot,
-                 openapi: Mapping[str, Any]) -> None:
+                 openapi: Mapping[str, Any], system: SystemApi | None = None) -> None:
         self.store = store
+        # Upgrade, rollback and version switching (lockgate.runtime.system.rest); None on
+        # a server that offers none (404).
+        self.system = system
         self.auth = auth
         self.snapshot = snapshot
         self.openapi = openapi
@@ -73,8 +80,10 @@ class RestApi:
             return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
         if path == LICENCE:
             return _only(method, "GET") or await self._licence()
+        if path == SYSTEM or path.startswith(SYSTEM + "/"):
+            return await self._system(method, path, request)
         index = {"/api/tm": children("/api/tm", ["1.0"]),
-                 ROOT: children(ROOT, ["config", "status"]),
+                 ROOT: children(ROOT, ["config", "status", "system"]),
                  f"{ROOT}/config": children(f"{ROOT}/config", ["active"]),
                  f"{ROOT}/status": children(f"{ROOT}/status", ["local_tm"]),
                  f"{ROOT}/status/local_tm": children(f"{ROOT}/status/local_tm",
@@ -103,6 +112,46 @@ class RestApi:
                                   headers=challenge)
         return Response.error(401, "auth.invalid", "wrong user name or password",
                               headers=challenge)
+
+    def streams(self, method: str, path: str) -> bool:
+        """For the HTTP server: requests whose body is a stream (a bundle upload)."""
+        return self.system is not None and method == "PUT" and path.rstrip("/") == UPGRADE
+
+    # ---- upgrade, rollback, versions -----------------------------------------------------
+    async def _system(self, method: str, path: str, request: Request) -> Response:
+        if self.system is None:
+            return Response.error(404, "system.not_appliance",
+                                  "this server does not manage an A/B appliance")
+        allowed = SYSTEM_METHODS.get(path[len(SYSTEM):].strip("/"))
+        if allowed is not None and method not in allowed.split(", "):
+            return _method_not_allowed(allowed)  # with Allow, which Reply cannot carry
+        if path == UPGRADE and method == "PUT":
+            return await self._upload(self.system, request)
+        return _reply(await self.system.handle(method, path, request.body))
+
+    async def _upload(self, system: SystemApi, request: Request) -> Response:
+        """The bundle, streamed to the data partition chunk by chunk, then installed."""
+        stream = request.stream
+        if stream is None:  # came through a server that does not stream (the Admin UI's)
+            return Response.error(413, "upgrade.not_streamed",
+                                  "upload bundles to the REST API (port 9070)")
+        try:
+            sink = system.upload(request.headers)
+        except UploadError as exc:
+            return _reply(exc.reply)
+        try:
+            stream.start()
+            while chunk := await stream.read():
+                sink.write(chunk)
+        except UploadError as exc:
+            return _reply(exc.reply)  # the sink removed what it had
+        except BodyStreamError as exc:
+            sink.abort()
+            return Response.error(408, "upgrade.body", f"upload abandoned: {exc}")
+        except BaseException:
+            sink.abort()
+            raise
+        return _reply(await system.install_upload(sink, request.query))
 
     # ---- configuration -------------------------------------------------------------------
     async def _config(self, method: str, rest: str, request: Request) -> Response:
@@ -335,6 +384,10 @@ def _reject_constant(name: str) -> float:
 
 def _invalid(exc: ConfigError) -> Response:
     return Response.error(422, "config.invalid", str(exc), {"field": exc.field})
+
+
+def _reply(reply: Reply) -> Response:
+    return Response.json(reply.status, reply.document)
 
 
 def _only(method: str, allowed: str) -> Response | None:

@@ -89,6 +89,7 @@ class UploadSink:
         self.path = folder / "upload.upgrade"
         self.length = length
         self.received = 0
+        self.on_close: Callable[[], None] | None = None  # once, when finished or aborted
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def write(self, chunk: bytes) -> None:
@@ -117,6 +118,13 @@ class UploadSink:
             os.close(self._fd)
             self._fd = None
         self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        """The upload is over (installed, refused or abandoned): let the next one in."""
+        done, self.on_close = self.on_close, None
+        if done is not None:
+            done()
 
 
 class SystemApi:
@@ -149,7 +157,11 @@ class SystemApi:
 
     async def _versions(self) -> Reply:
         try:
-            versions = await asyncio.to_thread(rb.installed_versions, self.machine())
+            machine = self._machine_or_refuse()
+        except UploadError as exc:
+            return exc.reply
+        try:
+            versions = await asyncio.to_thread(rb.installed_versions, machine)
         except LockgateError as exc:
             return error(500, "system.slots", exc.format_message())
         return Reply(200, [v.as_json() for v in versions])
@@ -163,7 +175,10 @@ class SystemApi:
             return error(400, "system.version_required", 'give {"version": "<version>"}')
         if not isinstance(restart, bool):
             return error(400, "system.restart", '"restart" must be true or false')
-        machine = self.machine()
+        try:
+            machine = self._machine_or_refuse()
+        except UploadError as exc:
+            return exc.reply
         try:
             versions = await asyncio.to_thread(rb.installed_versions, machine)
             target = rb.choose(versions, wanted if isinstance(wanted, str) else None)
@@ -187,8 +202,10 @@ class SystemApi:
             raise UploadError(error(409, "upgrade.busy", "another upgrade is in progress"))
         try:
             length = headers.get("content-length", "")
-            return UploadSink(self.machine().state.base / "upgrade",
+            sink = UploadSink(self._machine_or_refuse().state.base / "upgrade",
                               int(length) if length.isdigit() else None)
+            sink.on_close = self._busy.release
+            return sink
         except BaseException:
             self._busy.release()
             raise
@@ -215,7 +232,7 @@ class SystemApi:
             return error(status, "upgrade.refused", exc.format_message())
         finally:
             sink.path.unlink(missing_ok=True)
-            self._busy.release()
+            sink.close()
         self.last_upgrade = {"state": "installed", "version": result.version,
                              "slot": result.slot, "entry": result.entry, "signer": result.signer,
                              "write_s": round(result.write_s, 2), "log": lines,
@@ -224,9 +241,19 @@ class SystemApi:
             self._reboot_after_reply(result.entry)
         return Reply(200, self.last_upgrade)
 
+    def _machine_or_refuse(self) -> Machine:
+        try:
+            return self.machine()
+        except LockgateError as exc:  # not an A/B appliance (a development host)
+            raise UploadError(not_appliance(exc)) from exc
+
     def _reboot_after_reply(self, entry: str) -> None:
         # A moment for the reply to reach the client before systemd stops everything.
         asyncio.get_running_loop().call_later(1.0, self.reboot, entry)
+
+
+def not_appliance(exc: LockgateError) -> Reply:
+    return error(404, "system.not_appliance", exc.format_message())
 
 
 def _children(names: list[str]) -> dict[str, Any]:
@@ -255,12 +282,14 @@ OPENAPI_PATHS: dict[str, Any] = {
         "responses": {"200": {"description": "a list, one object per installed version"}}}},
     PREFIX + "/versions/default": {"put": {
         "summary": "Make an installed version GRUB's default and (restart: true) reboot",
-        "requestBody": {"content": {"application/json": {"schema": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["version"],
             "properties": {"version": {"type": "string"}, "restart": {"type": "boolean"}}}}}},
         "responses": {"200": {"description": "switched"}, "422": {"description": "not installed"}}}},
     PREFIX + "/rollback": {"post": {
         "summary": "Switch to the installed version not running and (restart: true) reboot",
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"restart": {"type": "boolean"}}}}}},
         "responses": {"200": {"description": "switched"},
                       "422": {"description": "no other version"}}}},
     PREFIX + "/upgrade": {
@@ -268,7 +297,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                            "inactive slot for a one-time trial boot",
                 "parameters": [{"name": "restart", "in": "query",
                                 "schema": {"type": "boolean", "default": True}}],
-                "requestBody": {"content": {"application/octet-stream": {
+                "requestBody": {"required": True, "content": {"application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}}}},
                 "responses": {"200": {"description": "installed; reboots unless restart=false"},
                               "411": {"description": "no Content-Length"},
