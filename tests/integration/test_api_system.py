@@ -289,3 +289,29 @@ def test_other_requests_keep_the_one_mebibyte_body_limit(
     answer = _answer(tls, 10)
     tls.close()
     assert answer.split(b"\r\n")[0].split(b" ")[1] in (b"413", b"507"), answer[:200]
+
+
+def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_the_next_upload_is_taken(
+        server: tuple[Running, Appliance, list[str]]) -> None:
+    run_, appliance, _ = server
+    target = appliance.state.base / "upgrade/upload.upgrade"
+    tls = _raw_put(run_, 4 * MiB, AUTH)
+    tls.sendall(os.urandom(512 * 1024))
+    deadline = time.monotonic() + 10
+    while not (target.exists() and target.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert target.exists(), "the upload did not reach the data partition"
+    tls.close()
+    while target.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not target.exists()
+    # Expect: 100-continue is answered once the head is accepted, then the body follows.
+    sock = socket.create_connection(("127.0.0.1", run_.rest_port), timeout=10)
+    tls = run_.context.wrap_socket(sock, server_hostname="lockgate")
+    tls.sendall((f"PUT {SYSTEM}/upgrade HTTP/1.1\r\nHost: lockgate\r\nAuthorization: {AUTH}"
+                 "\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n").encode())
+    assert _answer(tls, 10).startswith(b"HTTP/1.1 100 Continue\r\n")
+    tls.sendall(b"x" * 1000)
+    answer = _answer(tls, 10)
+    tls.close()
+    assert answer.startswith(b"HTTP/1.1 422 "), answer[:300]  # not 409: the lock was let go
