@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -315,3 +318,64 @@ def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_the_next_upload_i
     answer = _answer(tls, 10)
     tls.close()
     assert answer.startswith(b"HTTP/1.1 422 "), answer[:300]  # not 409: the lock was let go
+
+
+def test_real_serve_on_a_host_not_booted_from_a_slot_answers_404_and_stores_nothing(
+        tmp_path: Path) -> None:
+    """``lockgate runtime serve`` wires the appliance's own SystemApi; this build host did
+    not boot from a lockgate slot, so every system resource but the index is 404 and an
+    upload is refused from its head (which is also why schemathesis never writes a disk)."""
+    write_users(tmp_path)
+    (tmp_path / "config" / "management.json").write_text(
+        json.dumps({"min_stream_rate": 32768, "stream_window": 5}))
+    argv = [sys.executable, "-m", "lockgate", "runtime", "serve", "--state-dir", str(tmp_path),
+            "--workers", "1", "--grace", "1", "--management-host", "127.0.0.1",
+            "--rest-port", "0", "--admin-port", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+
+    def pump() -> None:
+        for line in proc.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("lockgate-runtime: serving" in x for x in seen):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)
+            try:
+                seen.append(lines.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        port = int(seen[-1].split(" rest=https://127.0.0.1:")[1].split()[0])
+        context = pinned_context(tmp_path / "tls" / "admin.crt")
+
+        def ask(method: str, path: str, body: bytes | None = None, auth: str | None = AUTH
+                ) -> tuple[int, dict[str, object]]:
+            import http.client
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=20)
+            headers = {"Authorization": auth} if auth else {}
+            conn.request(method, path, body=body, headers=headers)
+            reply = conn.getresponse()
+            status, data = reply.status, json.loads(reply.read())
+            conn.close()
+            return status, data
+
+        assert ask("GET", SYSTEM)[0] == 200
+        status, reply = ask("GET", f"{SYSTEM}/versions")
+        assert status == 404 and reply["error_id"] == "system.not_appliance", reply
+        assert ask("PUT", f"{SYSTEM}/upgrade", b"x" * 100_000, auth=None)[0] == 401
+        status, reply = ask("PUT", f"{SYSTEM}/upgrade", b"x" * 100_000)
+        assert status == 404 and reply["error_id"] == "system.not_appliance", reply
+        assert not (tmp_path / "upgrade").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    everything = "".join(seen)
+    assert "management.json" not in everything, everything  # the new limits are known
