@@ -95,7 +95,7 @@ def appliance_system(state_dir: Path) -> SystemApi:
         # Only when this system booted from a slot: a build host with an image's
         # partitions attached (a root-a label in /dev/disk) is not the appliance.
         try:
-            running_from_slot = "lockgate.slot=" in boot.CMDLINE.read_text()
+            running_from_slot = f"{boot.SLOT_PARAM}=" in boot.CMDLINE.read_text()
         except OSError:
             running_from_slot = False
         if not running_from_slot:
