@@ -145,20 +145,16 @@ def generate(hostname: str, addresses: list[str]) -> tuple[bytes, bytes]:
 
 
 def local_addresses() -> list[str]:
-    """Loopback plus the addresses this host's name and default route resolve to."""
+    """Loopback plus the default route's source address, as the kernel has them.
+
+    Never a DNS lookup of the host name: first boot gives the appliance the cloud's
+    name (``ip-10-0-0-5.ec2.internal``), which only the cloud's DNS knows, and a
+    resolver that cannot answer held the runtime's start for minutes.
+    """
     found = ["127.0.0.1", "::1"]
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None)
-    except OSError:  # no resolvable hostname yet on a fresh appliance: loopback is enough
-        infos = []
-    candidates = [str(info[4][0]) for info in infos]
     primary = primary_address()
-    if primary:
-        candidates.append(primary)
-    for addr in candidates:
-        addr = addr.split("%", 1)[0]  # drop an IPv6 scope id
-        if addr not in found:
-            found.append(addr)
+    if primary and primary not in found:
+        found.append(primary)
     return found
 
 

@@ -129,3 +129,20 @@ def test_unusable_pair_is_replaced_so_the_management_plane_can_start(tmp_path: P
 def test_fingerprint_refuses_bytes_that_are_no_certificate() -> None:
     with pytest.raises(ValueError):
         fingerprint(b"garbage\n")
+
+
+def test_certificate_addresses_never_resolve_the_host_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cloud's host name may be unknown to any DNS the appliance can reach: a lookup
+    there held the runtime's first start for minutes (emulated EC2/GCE/Azure boots)."""
+    import socket
+
+    from lockgate.runtime import tls
+
+    def no_dns(*args: object, **kwargs: object) -> None:
+        raise AssertionError("local_addresses() asked DNS")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(socket, "gethostbyname", no_dns)
+    addresses = tls.local_addresses()
+    assert addresses[:2] == ["127.0.0.1", "::1"]
