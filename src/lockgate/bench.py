@@ -4,7 +4,7 @@ Prints readable tables on stdout (progress on stderr) and, as the LAST stdout
 line, one JSON object with the headline figures (``http_ratio``, ``tcp_ratio``,
 ``p99_ratio``, ``http_cpu_ratio``, ``tcp_cpu_ratio``, the ``_2w`` variants,
 ``rss_per_10k_idle_mib``, ``firstboot_s``, image numbers when run, ``publish_*``
-upload and dry-run figures, ``replication_ms`` and ``failover_*`` in network
+upload and dry-run figures, ``upgrade_apply_s``/``_ratio`` and ``bundle_mib``, ``replication_ms`` and ``failover_*`` in network
 namespaces).
 How and why it measures the way it does: docs/benchmarks.md.
 """
@@ -26,15 +26,15 @@ from lockgate.benchmarks.report import json_line
 from lockgate.cli import run_command
 from lockgate.errors import BadInput, Failure
 
-PARTS = ("runtime", "firstboot", "image", "publish", "cluster")
+PARTS = ("runtime", "firstboot", "image", "upgrade", "publish", "cluster")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def default_parts(build_dir: Path) -> list[str]:
-    """All but image, which runs only when a build is there (it is slow)."""
+    """All but image and upgrade, which run only when a build is there (they are slow)."""
     parts = ["runtime", "firstboot"]
     if (build_dir / "manifest.json").is_file():
-        parts.append("image")
+        parts += ["image", "upgrade"]
     return [*parts, "publish", "cluster"]
 
 
@@ -56,8 +56,8 @@ def machine() -> dict[str, Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--only", "only", metavar="PARTS",
-              help="Comma-separated: runtime, firstboot, image, publish, cluster [default: "
-                   "all, image only when build/manifest.json exists].")
+              help="Comma-separated: runtime, firstboot, image, upgrade, publish, cluster "
+                   "[default: all, image and upgrade only when build/manifest.json exists].")
 @click.option("--duration", type=click.FloatRange(1, 600), default=None,
               help="Seconds per measured case [default: 10; --quick: 3].")
 @click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
@@ -109,6 +109,8 @@ def main(only: str | None, duration: float | None, rounds: int, quick: bool,
         data.update(_firstboot())
     if "image" in parts:
         data.update(_image(build_dir, skipped, image_cold, image_boot_rounds))
+    if "upgrade" in parts:  # after the image's boots: never two VMs at once
+        data.update(_upgrade(build_dir))
     if "publish" in parts:
         data.update(_publish(build_dir))
     if "cluster" in parts:
@@ -179,6 +181,15 @@ def _image(build_dir: Path, skipped: set[str], cold: bool, boot_rounds: int) -> 
         click.echo(block)
     click.echo("")
     return image.summary(result)
+
+
+def _upgrade(build_dir: Path) -> dict[str, Any]:
+    from lockgate.benchmarks import upgrade
+
+    data = upgrade.run_upgrade(build_dir)
+    click.echo(f"upgrade: {data}")
+    click.echo("")
+    return data
 
 
 def _publish(build_dir: Path) -> dict[str, Any]:

@@ -107,9 +107,10 @@ def test_json_line_is_one_line_and_refuses_nan() -> None:
 def test_only_parts(tmp_path: Path) -> None:
     assert parse_only(None, tmp_path) == ["runtime", "firstboot", "publish", "cluster"]
     (tmp_path / "manifest.json").write_text("{}")
-    assert parse_only(None, tmp_path) == ["runtime", "firstboot", "image", "publish", "cluster"]
+    assert parse_only(None, tmp_path) == ["runtime", "firstboot", "image", "upgrade", "publish",
+                                          "cluster"]
     assert parse_only("image,runtime", tmp_path) == ["runtime", "image"]
-    with pytest.raises(BadInput, match="--only speed: choose from runtime, firstboot, image, publish, cluster"):
+    with pytest.raises(BadInput, match="--only speed: choose from runtime, firstboot, image, upgrade, publish, cluster"):
         parse_only("speed", tmp_path)
 
 
