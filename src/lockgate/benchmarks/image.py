@@ -47,7 +47,7 @@ TOUCHED = REPO / "src/lockgate/__init__.py"  # a source file every build install
 MIB = 1024 * 1024
 BARE_UNITS = ("lockgate-firstboot.service", "lockgate.service")
 BARE_CMDLINE = " ".join(f"systemd.mask={unit}" for unit in BARE_UNITS)
-BARE_MARKER = r"lockgate login:"  # serial getty on ttyS0: userspace is up
+BARE_MARKER = r"[\w.-]+ login:"  # serial getty on ttyS0: userspace is up (any host name)
 FIRMWARE = "bios"  # the demo's default; the bare boot must use the same
 COLD_OFF = ("off (minutes of mmdebstrap); `--image-cold` builds into a scratch folder with an "
             "empty scratch cache")
