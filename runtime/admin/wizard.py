@@ -294,11 +294,10 @@ def _gone() -> Response:
 
 
 def _redirect(location: str, headers: list[tuple[str, str]] | None = None) -> Response:
-    from lockgate.runtime.admin.ui import SECURITY_HEADERS
+    """The Admin UI's redirect, never cached (a wizard step's answer depends on the session)."""
+    from lockgate.runtime.admin.ui import _redirect as admin_redirect
 
-    return Response(303, b"", "text/html; charset=utf-8",
-                    [("Location", location), ("Cache-Control", "no-store"), *(headers or []),
-                     *SECURITY_HEADERS])
+    return admin_redirect(location, [("Cache-Control", "no-store"), *(headers or [])])
 
 
 def _render(status: int, template: str, context: dict[str, Any]) -> Response:
