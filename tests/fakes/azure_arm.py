@@ -38,11 +38,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackServer
 
 from lockgate.runtime.tls import generate
 
@@ -120,7 +121,7 @@ def storage_jwt(tenant: str = "72f988bf-86f1-41af-91ab-2d7cd011db47") -> str:
     return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.{secrets.token_hex(16)}"
 
 
-class FakeArm:
+class FakeArm(LoopbackServer):
     def __init__(self, tmp: Path, *, polls: int = 2, forbidden: frozenset[str] = frozenset(),
                  blob_reader: BlobReader | None = None,
                  cert: tuple[Path, Path] | None = None) -> None:
@@ -141,37 +142,11 @@ class FakeArm:
         self.cert_path, key_path = cert
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert_path, key_path)
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_PUT(self) -> None:
-                fake._handle(self, "PUT")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(methods=("GET", "PUT"), tls=context)
         self.identity_endpoint = f"{self.url}/msi/token"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        self._handle(handler, handler.command)
 
     def env(self) -> dict[str, str]:
         """The environment that points DefaultAzureCredential and the SDK's TLS here."""

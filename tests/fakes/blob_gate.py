@@ -24,10 +24,10 @@ from __future__ import annotations
 import http.client
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackServer
 
 PAGE = 512
 MAX_PUT = 4 * 1024 * 1024
@@ -52,7 +52,7 @@ def page_error(headers: dict[str, str], body_length: int) -> tuple[int, str, str
     return None
 
 
-class BlobGate:
+class BlobGate(LoopbackServer):
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -63,34 +63,10 @@ class BlobGate:
         self.deny_writes = False  # answer every PUT 403 AuthorizationPermissionMismatch
         self._in_flight = 0
         self._lock = threading.Lock()
-        gate = self
+        super().__init__(methods=("GET", "HEAD", "PUT", "POST", "DELETE"))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                gate._handle(self)
-
-            do_PUT = do_HEAD = do_DELETE = do_POST = do_GET
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        self._handle(handler)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         method = handler.command

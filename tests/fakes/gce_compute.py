@@ -29,10 +29,11 @@ import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import quote, urlsplit
+
+from loopback import LoopbackServer
 
 NAME_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 LABEL_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -128,7 +129,7 @@ class _Operation:
     done: bool = False
 
 
-class FakeCompute:
+class FakeCompute(LoopbackServer):
     """``with FakeCompute() as fake: fake.url`` — the api_endpoint to hand the SDK."""
 
     def __init__(self, *, polls: int = 2, storage_url: str | None = None,
@@ -141,35 +142,10 @@ class FakeCompute:
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        fake = self
+        super().__init__(methods=("GET", "POST"))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        self._handle(handler, handler.command)
 
     # --- request handling ---------------------------------------------------------------
 

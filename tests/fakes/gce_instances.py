@@ -22,9 +22,11 @@ import itertools
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import LoopbackServer, read_body
 
 PERMISSIONS = {"list": "compute.instances.list", "get": "compute.instances.get",
                "updateNetworkInterface": "compute.instances.updateNetworkInterface",
@@ -40,7 +42,7 @@ class Fail(Exception):
         self.status, self.reason, self.message = status, reason, message
 
 
-class GceInstances:
+class GceInstances(LoopbackServer):
     def __init__(self, project: str, zone: str, names: list[str]) -> None:
         self.project, self.zone = project, zone
         self.instances: dict[str, dict[str, Any]] = {
@@ -53,47 +55,23 @@ class GceInstances:
         self.ops: dict[str, dict[str, Any]] = {}
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
-        fake = self
+        super().__init__(methods=("GET", "POST", "PATCH"))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _any(self) -> None:
-                size = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(size) if size else b""
-                try:
-                    status, reply = fake.handle(self.command, self.path,
-                                                json.loads(raw) if raw else None)
-                except Fail as exc:
-                    status, reply = exc.status, {"error": {
-                        "code": exc.status, "message": exc.message,
-                        "errors": [{"domain": "global", "reason": exc.reason,
-                                    "message": exc.message}]}}
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        raw = read_body(handler)
+        try:
+            status, reply = self.handle(handler.command, handler.path,
+                                        json.loads(raw) if raw else None)
+        except Fail as exc:
+            status, reply = exc.status, {"error": {
+                "code": exc.status, "message": exc.message,
+                "errors": [{"domain": "global", "reason": exc.reason, "message": exc.message}]}}
+        data = json.dumps(reply).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
 
     def calls(self) -> list[str]:
         return [call for _, call, _, _ in self.seen]

@@ -5,17 +5,21 @@ right calls and arguments, throttling is retried, a denial names the IAM action.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import emulators
 import pytest
-from aws_fake import AwsFake, Request
 
 from lockgate.runtime.cluster.movers import MoverError
 from lockgate.runtime.cluster.movers.ec2 import Ec2Mover
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+from aws_fake import AwsFake, Request
 
 
 @pytest.fixture(scope="module")

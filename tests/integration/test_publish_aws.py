@@ -21,12 +21,14 @@ from typing import Any
 import boto3
 import emulators
 import pytest
-from aws_fake import AwsFake
 from botocore.exceptions import ClientError
 
 from lockgate.errors import Failure
 from lockgate.image.publish import aws as publish_aws
 from lockgate.image.publish.common import load_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+from aws_fake import AwsFake
 
 BLOCK = 512 * 1024
 LOCKGATE = str(Path(sys.executable).with_name("lockgate"))

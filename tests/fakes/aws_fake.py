@@ -38,9 +38,11 @@ import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from loopback import LoopbackServer, read_body
 
 BLOCK = 512 * 1024
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -107,7 +109,7 @@ def _s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
     return "GetObject" if has_key else "ListObjects"
 
 
-class AwsFake:
+class AwsFake(LoopbackServer):
     def __init__(self, upstream: str | None, *, deny: set[str] | None = None) -> None:
         self.upstream = urllib.parse.urlsplit(upstream) if upstream else None
         self.deny = set(deny or ())
@@ -116,46 +118,10 @@ class AwsFake:
         self.snapshots: dict[str, Snapshot] = {}
         self.imports: dict[str, ImportTask] = {}
         self.lock = threading.Lock()
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    data = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0], 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return data
-                        data += self.rfile.read(size)
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _any(self) -> None:
-                body = self._body()
-                fake.handle(self, body)
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> AwsFake:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+    def respond(self, handler: BaseHTTPRequestHandler) -> None:
+        self.handle(handler, read_body(handler))
 
     def operations(self, service: str | None = None) -> list[str]:
         with self.lock:
