@@ -53,7 +53,10 @@ NOT_CONFIGURED = ("This appliance has not been configured yet: no admin user exi
 
 ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",),
                    "/events": ("GET", "HEAD"), "/system": ("GET", "HEAD"),
-                   "/status.json": ("GET", "HEAD")}
+                   "/status.json": ("GET", "HEAD"), "/system/switch": ("POST",),
+                   "/system/rollback": ("POST",), "/system/upgrade": ("PUT", "POST")}
+UPGRADE_PATH = "/system/upgrade"  # PUT: the bundle as the body, streamed (system.js sends it)
+CSRF_HEADER = "x-lockgate-csrf"  # the session's CSRF token on the upload (a PUT, not a form)
 CONFIG_PREFIX = "/config/"
 LOGIN_COOKIE = "lockgate_login"  # the login form's CSRF token (double submit)
 NAV = (("/", "Status"), ("/config/virtual_servers", "Virtual servers"), ("/config/pools", "Pools"),
@@ -68,8 +71,8 @@ def _css() -> bytes:
     return resources.files("lockgate.runtime.admin").joinpath("style.css").read_bytes()
 
 
-def _js() -> bytes:
-    return resources.files("lockgate.runtime.admin").joinpath("chart.js").read_bytes()
+def _js(name: str = "chart.js") -> bytes:
+    return resources.files("lockgate.runtime.admin").joinpath(name).read_bytes()
 
 
 class AdminUi:
@@ -87,6 +90,12 @@ class AdminUi:
         self.sessions = sessions or Sessions()
         self.css = _css()
         self.js = _js()
+        self.system_js = _js("system.js")
+
+    def streams(self, method: str, path: str) -> bool:
+        """For the HTTP server: the bundle upload's body is streamed to disk, not held."""
+        return (method == "PUT" and path.rstrip("/") == UPGRADE_PATH
+                and getattr(self.rest, "system", None) is not None)
 
     async def __call__(self, request: Request) -> Response:
         path, method = request.path, request.method
@@ -96,6 +105,9 @@ class AdminUi:
                             [("Cache-Control", "max-age=3600")])
         if path == "/chart.js" and get:
             return Response(200, self.js, "text/javascript; charset=utf-8",
+                            [("Cache-Control", "max-age=3600"), *SECURITY_HEADERS])
+        if path == "/system.js" and get:
+            return Response(200, self.system_js, "text/javascript; charset=utf-8",
                             [("Cache-Control", "max-age=3600"), *SECURITY_HEADERS])
         if path == "/wizard" or path.startswith("/wizard/"):
             if self.wizard is None or self.wizard.finished or self.wizard.configured():
@@ -117,7 +129,7 @@ class AdminUi:
             response = self._page(405, "Method not allowed", "<p>Method not allowed.</p>")
             response.headers.append(("Allow", ", ".join(allowed)))
             return response
-        if method == "POST" and not _same_origin(request):
+        if method in ("POST", "PUT") and not _same_origin(request):
             return self._page(403, "Forbidden", "<p>Cross-site request refused.</p>")
         if not self.auth.configured():
             return self._page(503 if method == "POST" else 200, "Initial configuration needed",
@@ -135,6 +147,8 @@ class AdminUi:
         if session is None:
             return _redirect("/login")
         mark_authenticated()  # a live session: this connection keeps its slot under a flood
+        if path == UPGRADE_PATH:
+            return await self._upgrade(session, request)
         if method == "POST":
             form = _form(request)
             if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
@@ -144,6 +158,8 @@ class AdminUi:
                 self.sessions.end(token)
                 await asyncio.to_thread(self.events.add, "login", f"{session.user} logged out")
                 return _redirect("/login", [("Set-Cookie", clear_cookie())])
+            if path in ("/system/switch", "/system/rollback"):
+                return await self._switch(session, path, form)
             return await self._config_post(session, path, form)
         if path == "/status.json":
             snap = await asyncio.to_thread(self._observed_snapshot)
@@ -153,8 +169,7 @@ class AdminUi:
             events = await asyncio.to_thread(self.events.recent)
             return self._render(200, "events.html", session, {"events": events}, "/events")
         if path == "/system":
-            system = await asyncio.to_thread(self._system)
-            return self._render(200, "system.html", session, system, "/system")
+            return await self._system_page(session)
         if path.startswith(CONFIG_PREFIX):
             return await self._config_get(session, path, request)
         return await self._status(session)
@@ -316,6 +331,98 @@ class AdminUi:
                                reply.status if reply.status >= 400 else 422,
                                name if creating else "")
 
+    # ---- system: versions, upgrade, switch, roll back -----------------------------------
+    async def _system_page(self, session: Session, status: int = 200, notice: str = "",
+                           problem: str = "", confirm: dict[str, Any] | None = None
+                           ) -> Response:
+        system = await asyncio.to_thread(self._system)
+        return self._render(status, "system.html", session,
+                            {**system, "notice": notice, "problem": problem,
+                             "confirm": confirm}, "/system")
+
+    async def _switch(self, session: Session, path: str, form: dict[str, str]) -> Response:
+        """Switch GRUB's default (or roll back) through the REST API's code: the first POST
+        asks for confirmation, the second (``confirm=yes``) does it."""
+        from lockgate.runtime.system.rest import PREFIX
+
+        system = getattr(self.rest, "system", None)
+        if system is None:
+            return await self._system_page(session, 404, problem="This server offers no "
+                                           "version switching.")
+        rollback = path == "/system/rollback"
+        wanted = form.get("version", "").strip()
+        if not rollback and not wanted:
+            return await self._system_page(session, 400, problem="Choose a version.")
+        if form.get("confirm") != "yes":
+            return await self._system_page(session, confirm={
+                "action": path, "version": wanted, "rollback": rollback})
+        restart = form.get("restart") == "yes"
+        document: dict[str, Any] = {"restart": restart}
+        if not rollback:
+            document["version"] = wanted
+        reply = await system.handle("POST" if rollback else "PUT",
+                                    PREFIX + ("/rollback" if rollback else "/versions/default"),
+                                    json.dumps(document).encode())
+        doc = reply.document if isinstance(reply.document, dict) else {}
+        what = "rolled back to" if rollback else "made the default:"
+        if reply.status != 200:
+            text = str(doc.get("error_text", "refused"))
+            await asyncio.to_thread(self.events.add, "system",
+                                    f"{session.user}: switching refused: {text}")
+            return await self._system_page(session, reply.status, problem=text)
+        version = str(doc.get("version", ""))
+        await asyncio.to_thread(self.events.add, "system", f"{session.user} {what} {version}")
+        notice = f"{doc.get('entry', version)} is now the default boot entry."
+        if doc.get("restart"):
+            notice += " The appliance restarts now; log in again in a minute or two."
+        elif restart:
+            notice += " It is already running."
+        else:
+            notice += " It runs from the next restart."
+        if doc.get("note"):
+            notice += f" Note: {doc['note']}."
+        return await self._system_page(session, notice=notice)
+
+    async def _upgrade(self, session: Session, request: Request) -> Response:
+        """The bundle upload: the REST API's own streamed path (``PUT …/system/upgrade``),
+        behind the session and its CSRF token (a header: system.js sends the file as the
+        body, as the REST API takes it)."""
+        import dataclasses
+
+        system = getattr(self.rest, "system", None)
+        if request.method != "PUT" or system is None or request.stream is None:
+            return self._page(400, "Upload refused",
+                              "<p>Uploading a bundle needs JavaScript in the browser (or use "
+                              "<code>PUT /api/tm/1.0/system/upgrade</code> on the REST API, "
+                              "port 9070).</p>", self._header(session, "/system"))
+        headers = [("Cache-Control", "no-store"), *SECURITY_HEADERS]
+        given = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(given.encode(), session.csrf.encode()):
+            return Response.json(403, {"error_id": "csrf.invalid", "error_text":
+                                       "no valid CSRF token: reload the page and try again"},
+                                 headers)
+        query = parse_qs(request.query)
+        if (query.get("confirm") or [""])[0] != "yes":
+            return Response.json(400, {"error_id": "upgrade.unconfirmed", "error_text":
+                                       "confirm that the inactive slot may be overwritten"},
+                                 headers)
+        restart = (query.get("restart") or ["no"])[0] == "yes"
+        # Only the switches the UI offers reach the REST code (no allow_unsigned from here).
+        forwarded = dataclasses.replace(request, query="" if restart else "restart=false")
+        response = await self.rest._upload(system, forwarded)
+        try:
+            doc = json.loads(response.body or b"{}")
+        except ValueError:
+            doc = {}
+        if response.status == 200:
+            text = (f"{session.user} installed {doc.get('version')} into slot "
+                    f"{doc.get('slot')}" + (" and restarts into it" if restart else ""))
+        else:
+            text = f"{session.user}: upgrade refused: {doc.get('error_text', response.status)}"
+        await asyncio.to_thread(self.events.add, "system", text)
+        response.headers.extend(headers)
+        return response
+
     def _system(self) -> dict[str, Any]:
         versions: list[tuple[str, str]] = [("lockgate", __version__)]
         try:
@@ -343,8 +450,30 @@ class AdminUi:
                                     "address": f"{member.get('address', '')}:"
                                                f"{member.get('admin_port', '')}",
                                     "health": health})
+        slots, slots_problem = self._slots()
+        system = getattr(self.rest, "system", None)
         return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
-                "config_version": self.store.version, "slots": _installed_versions()}
+                "config_version": self.store.version, "slots": slots,
+                "slots_problem": slots_problem,
+                "last_upgrade": system.last_upgrade if system is not None else {},
+                "inactive": next((v["slot"] for v in slots if not v["running"]),
+                                 "b" if slots and slots[0]["slot"] == "a" else "a")}
+
+    def _slots(self) -> tuple[list[dict[str, Any]], str]:
+        """The root slots as ``rollback-helper --json`` lists them, through the same machine
+        the REST API upgrades; none and the reason off an appliance."""
+        from lockgate.errors import LockgateError
+        from lockgate.runtime.system.rollback import installed_versions
+
+        system = getattr(self.rest, "system", None)
+        if system is None:
+            return [], "this server offers no upgrades"
+        try:
+            return [v.as_json() for v in installed_versions(system.machine())], ""
+        except LockgateError as exc:
+            return [], exc.format_message()
+        except Exception as exc:  # the System page must show, whatever the disk says
+            return [], f"the root slots cannot be read: {exc}"
 
     @staticmethod
     def _virtual_servers(tree: Mapping[str, Any], snap: Mapping[str, Any]) -> str:
@@ -412,18 +541,6 @@ _CHART = ('<section><h2>Traffic</h2><p class="hint">Requests per second over the
           'minutes, refreshed every 2 s.</p><svg id="traffic" viewBox="0 0 600 120" '
           'role="img" aria-label="requests per second"></svg><p id="rate">-</p>'
           '<script src="/chart.js"></script></section>')
-
-
-def _installed_versions() -> list[dict[str, object]]:
-    """The root slots' versions as ``rollback-helper --json`` reports them; none off an
-    appliance (no root-a partition) or when they cannot be read."""
-    try:
-        from lockgate.runtime.system.rollback import installed_versions
-        from lockgate.runtime.system.slots import Machine
-
-        return [v.as_json() for v in installed_versions(Machine.detect())]
-    except Exception:  # the System page must show, whatever the disk says
-        return []
 
 
 def _form(request: Request) -> dict[str, str]:

@@ -177,9 +177,9 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
         # No admin user, or the licence not accepted (user-data gave only a password):
         # the initial configuration wizard is what this appliance needs.
         wizard = WebWizard(state_dir, root, functools.partial(configured, auth, root))
-    admin = HttpServer("admin", AdminUi(store, auth, snapshot, fingerprint, wizard=wizard,
-                                        rest=rest_api),
-                       context, limits=limits)
+    admin_ui = AdminUi(store, auth, snapshot, fingerprint, wizard=wizard, rest=rest_api)
+    # The System page's bundle upload streams to disk as the REST API's does.
+    admin = HttpServer("admin", admin_ui, context, limits=limits, streams=admin_ui.streams)
     await rest.start(host, rest_port)
     try:
         await admin.start(host, admin_port)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from test_api_support import PASSWORD, Reply, Running, basic, running, write_users
+from test_api_system import FS_SIZE, appliance, bundles, serving  # noqa: F401 (fixtures)
 
 from lockgate import __version__
 from lockgate.runtime import status
 from lockgate.runtime.api.auth import FailureLimiter
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -231,3 +236,110 @@ def test_status_page_says_when_nothing_is_proxied_for_want_of_a_licence(
 def test_status_page_shows_the_licence_in_force(server: Running) -> None:
     text = admin(server, "GET", "/", cookie=session_cookie(login(server))).body.decode()
     assert re.search(r"<th>Licence</th><td>[^<]*not for production", text), text
+
+
+# ---- System page: upgrade, switch, roll back (the fake A/B appliance of test_api_system) --
+
+
+@pytest.fixture
+def system_server(tmp_path: Path, appliance: Any, bundles: dict[str, Path]  # noqa: F811
+                  ) -> Iterator[tuple[Running, Any, list[str]]]:
+    from lockgate.runtime.system.keys import load_public
+    from lockgate.runtime.system.rest import SystemApi
+
+    write_users(tmp_path / "mgmt")
+    reboots: list[str] = []
+    system = SystemApi(lambda: appliance.machine, lambda: [load_public(bundles["pub"])],
+                       reboots.append)
+    with serving(tmp_path / "mgmt", system) as srv:
+        yield srv, appliance, reboots
+
+
+def upload(srv: Running, cookie: str, body: bytes, query: str, csrf: str | None
+           ) -> Reply:
+    headers = {"Cookie": cookie, "Content-Type": "application/octet-stream"}
+    if csrf is not None:
+        headers["X-Lockgate-CSRF"] = csrf
+    return srv.request("PUT", f"/system/upgrade{query}", body, port=srv.admin_port,
+                       headers=headers)
+
+
+def test_system_page_upgrades_switches_and_rolls_back(
+        system_server: tuple[Running, Any, list[str]], bundles: dict[str, Path]  # noqa: F811
+        ) -> None:
+    srv, box, reboots = system_server
+    cookie = session_cookie(login(srv))
+    page = admin(srv, "GET", "/system", cookie=cookie)
+    assert page.status == 200, page.body[:500]
+    text = page.body.decode()
+    assert 'id="slots"' in text and "<td>1.0.0</td>" in text and 'id="upload"' in text
+    assert '<script src="/system.js"></script>' in text and "<script>" not in text
+    csrf = csrf_of(page)
+    slot_b = box.read_partition(box.b)
+    js = admin(srv, "GET", "/system.js")
+    assert js.status == 200 and b"X-Lockgate-CSRF" in js.body
+
+    # Refused before anything is written: no CSRF token, a wrong one, no confirmation,
+    # another site, no session.
+    good = bundles["2.0.0"].read_bytes()
+    assert upload(srv, cookie, good, "?confirm=yes", None).status == 403
+    assert upload(srv, cookie, good, "?confirm=yes", "forged").status == 403
+    assert upload(srv, cookie, good, "?restart=no", csrf).status == 400
+    assert upload(srv, "lockgate_session=forged", good, "?confirm=yes", csrf).status == 303
+    assert srv.request("PUT", "/system/upgrade?confirm=yes", good, port=srv.admin_port,
+                       headers={"Cookie": cookie, "X-Lockgate-CSRF": csrf,
+                                "Origin": "https://evil.example"}).status == 403
+    # A bad bundle: the one-line reason comes back (system.js shows it on the page).
+    bad = upload(srv, cookie, os.urandom(MiB), "?confirm=yes&restart=no", csrf)
+    assert bad.status == 422 and "\n" not in bad.json()["error_text"], bad.body
+    assert "bundle" in bad.json()["error_text"]
+    assert box.read_partition(box.b) == slot_b
+    assert not (box.state.base / "upgrade/upload.upgrade").exists()
+
+    done = upload(srv, cookie, good, "?confirm=yes&restart=no", csrf)
+    assert done.status == 200, done.body
+    assert done.json()["version"] == "2.0.0" and done.json()["slot"] == "b"
+    assert box.read_partition(box.b, FS_SIZE) == bundles["fs-2.0.0"].read_bytes()
+    assert box.env["next_entry"] == "lockgate-2.0.0" and reboots == []
+
+    text = admin(srv, "GET", "/system", cookie=cookie).body.decode()
+    assert "<td>2.0.0</td>" in text and "Last upload: installed 2.0.0" in text
+    assert 'action="/system/switch"' in text and 'id="rollback"' in text
+
+    # Switch: the first POST only asks; the confirmed one sets GRUB's default.
+    assert admin(srv, "POST", "/system/switch", {"version": "2.0.0"},
+                 cookie=cookie).status == 403  # no CSRF token
+    ask = admin(srv, "POST", "/system/switch", {"csrf": csrf, "version": "2.0.0"},
+                cookie=cookie)
+    assert ask.status == 200 and b'id="confirm"' in ask.body
+    assert box.env["saved_entry"] == "lockgate-1.0.0"
+    switched = admin(srv, "POST", "/system/switch", {"csrf": csrf, "version": "2.0.0",
+                                                     "confirm": "yes"}, cookie=cookie)
+    assert switched.status == 200 and b"lockgate-2.0.0 is now the default" in switched.body
+    assert box.env["saved_entry"] == "lockgate-2.0.0" and reboots == []
+    missing = admin(srv, "POST", "/system/switch", {"csrf": csrf, "version": "7.0.0",
+                                                    "confirm": "yes"}, cookie=cookie)
+    assert missing.status == 422 and b'id="problem"' in missing.body
+    assert b"7.0.0 is not installed" in missing.body
+
+    # Roll back (to the version not running: 2.0.0 here) with a restart.
+    ask = admin(srv, "POST", "/system/rollback", {"csrf": csrf}, cookie=cookie)
+    assert ask.status == 200 and b"stay with the newer version" in ask.body
+    back = admin(srv, "POST", "/system/rollback", {"csrf": csrf, "confirm": "yes",
+                                                   "restart": "yes"}, cookie=cookie)
+    assert back.status == 200 and b"restarts now" in back.body, back.body[-800:]
+    deadline = time.monotonic() + 5
+    while not reboots and time.monotonic() < deadline:  # the reboot follows the reply
+        time.sleep(0.05)
+    assert reboots == ["lockgate-2.0.0"]
+
+    events = admin(srv, "GET", "/events", cookie=cookie).body.decode()
+    for said in ("installed 2.0.0 into slot b", "upgrade refused", "made the default: 2.0.0",
+                 "rolled back to 2.0.0"):
+        assert said in events, said
+
+
+def test_system_page_off_an_appliance_says_why(server: Running) -> None:
+    cookie = session_cookie(login(server))
+    page = admin(server, "GET", "/system", cookie=cookie)
+    assert page.status == 200 and b"Root slots:" in page.body and b'id="upload"' not in page.body
