@@ -133,7 +133,7 @@ def write_env(path: Path, values: Mapping[str, str]) -> None:
         size = -1
     if size != ENV_SIZE:
         # A missing or damaged block is made afresh (GRUB will find it on the next boot).
-        _write_file_fat(path, data)
+        atomic_write(path, data, mode=None)  # the ESP is FAT
         return
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -175,34 +175,6 @@ def update_env(path: Path, set_values: Mapping[str, str] | None = None,
         return values
 
 
-def _write_file_fat(path: Path, data: bytes) -> None:
-    """Write a small file on the ESP: temp file, fsync, rename, fsync of the folder.
-
-    Not :func:`lockgate.files.atomic_write`: FAT has no modes to set (a chmod
-    on a vfat mount fails), and the ESP's mount options decide who can read.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    tmp = Path(name)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 # ---------------------------------------------------------------- menu entries
 
 def slot_entry(slot: str, version: str, fs_uuid: str, partuuid: str, cmdline: str) -> str:
@@ -239,7 +211,7 @@ def install_entry(esp: Path, slot: str, version: str, fs_uuid: str, partuuid: st
                   cmdline: str) -> None:
     """Write ``grub/slot-<slot>.cfg`` on the ESP mounted at ``esp`` (replaced by a rename)."""
     text = slot_entry(slot, version, fs_uuid, partuuid, cmdline)
-    _write_file_fat(esp / "grub" / f"slot-{slot}.cfg", text.encode())
+    atomic_write(esp / "grub" / f"slot-{slot}.cfg", text.encode(), mode=None)
 
 
 def installed_entries(esp: Path = ESP_MOUNT) -> dict[str, str]:

@@ -28,19 +28,25 @@ def make_dirs(path: Path, mode: int = 0o700) -> None:
         os.chmod(directory, wanted)  # mkdir's mode is filtered by the umask
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600, dir_mode: int = 0o700) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = 0o600,
+                 dir_mode: int = 0o700) -> None:
     """Replace ``path`` with ``data``; the file never exists with a wider ``mode``.
 
     The temporary file is made by ``mkstemp`` (a new name, O_EXCL, 0600) in the
     same folder, so nothing planted there is written through and two writers
-    never share one.
+    never share one. ``mode=None`` is for FAT (the ESP): it has no modes to
+    set (a chmod on a vfat mount fails) and its mount options decide who reads.
     """
-    make_dirs(path.parent, dir_mode)
+    if mode is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        make_dirs(path.parent, dir_mode)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     tmp = Path(name)
     try:
         try:
-            os.fchmod(fd, mode)
+            if mode is not None:
+                os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
