@@ -9,6 +9,7 @@ private key is written 0600 inside a 0700 directory and never leaves it.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import logging
@@ -75,8 +76,28 @@ def _to_der(data: bytes) -> bytes:
 
 
 def ensure_certificate(state_dir: Path, hostname: str | None = None) -> Certificate:
-    """Return the management certificate, generating it on first use."""
+    """Return the management certificate, generating it on first use.
+
+    First boot calls this too (so Services Director registration can send the
+    fingerprint) and the runtime may start beside it: an exclusive lock on the
+    TLS folder keeps two callers from writing a key of one pair and the
+    certificate of another.
+    """
     tls_dir = StatePaths(state_dir).tls
+    try:
+        tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = os.open(tls_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise Failure(f"cannot write the management certificate in {tls_dir}: "
+                      f"{exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_certificate(tls_dir, hostname)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _ensure_certificate(tls_dir: Path, hostname: str | None) -> Certificate:
     cert_path, key_path = tls_dir / CERT_NAME, tls_dir / KEY_NAME
     if cert_path.exists() and key_path.exists():
         _check_key_mode(key_path)

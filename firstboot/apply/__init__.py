@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from lockgate.firstboot.apply.admin import apply_admin, set_admin_password
 from lockgate.firstboot.apply.base import ApplyContext, Outcome, StepResult, redact
+from lockgate.firstboot.apply.certificate import apply_certificate
 from lockgate.firstboot.apply.cfn import apply_cfn
 from lockgate.firstboot.apply.cluster import apply_cluster
 from lockgate.firstboot.apply.licence import accept_licence, apply_licence, licence_accepted
@@ -33,6 +34,8 @@ STEPS: list[tuple[str, Step]] = [
     ("admin", apply_admin),
     ("licence", apply_licence),
     ("timezone", apply_timezone),
+    # Before register: Services Director is sent this certificate's fingerprint.
+    ("certificate", apply_certificate),
     ("cluster", apply_cluster),
     ("cfn", apply_cfn),
     ("register", apply_register),

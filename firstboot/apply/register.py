@@ -4,7 +4,8 @@
 ``{registration_policy, owner, owner_secret, hostname, instance_id,
 fingerprint}`` over TLS that trusts exactly ``sd_cert`` (or the system CAs
 when no ``sd_cert`` is given). ``fingerprint`` is the SHA-1 fingerprint of
-this appliance's admin certificate when one exists yet (else null).
+this appliance's Admin UI / REST API certificate, which the ``certificate``
+step made just before (null only when that step could not write it).
 
 A registration that fails is a warning, never a failed boot. ``owner_secret``
 is only ever in the request body: not in the status, messages or logs.
@@ -23,26 +24,28 @@ from lockgate.paths import StatePaths
 
 NAME = "register"
 REGISTER_PATH = "/api/tmcm/2.9/instance/register"
-ADMIN_CERT_NAMES = ("admin.crt", "admin.pem", "cert.pem")  # first match in StatePaths.tls
 
 
 def admin_cert_fingerprint(root: Path) -> str | None:
-    from lockgate.http import sha1_fingerprint
+    """The SHA-1 fingerprint of the management certificate the runtime serves (made by
+    the ``certificate`` step before this one), or None when there is none yet.
 
-    tls = StatePaths.under_root(root).tls
-    for name in ADMIN_CERT_NAMES:
-        path = tls / name
-        if path.is_file():
-            pem = path.read_text()
-            begin = pem.find("-----BEGIN CERTIFICATE-----")
-            end = pem.find("-----END CERTIFICATE-----")
-            if begin < 0 or end < 0:
-                continue
-            return sha1_fingerprint(ssl.PEM_cert_to_DER_cert(pem[begin:end + 25]))
-    return None
+    The file name and the fingerprint come from :mod:`lockgate.runtime.tls`, the one
+    place that makes and reads that certificate. A damaged file raises ValueError."""
+    from lockgate.runtime.tls import CERT_NAME, fingerprint
+
+    try:
+        pem = (StatePaths.under_root(root).tls / CERT_NAME).read_bytes()
+    except FileNotFoundError:
+        return None
+    return fingerprint(pem)
 
 
 def registration_body(ctx: ApplyContext, settings: Settings) -> dict[str, str | None]:
+    try:
+        fingerprint = admin_cert_fingerprint(ctx.root)
+    except (OSError, ValueError):  # unreadable or damaged: the runtime replaces it at start
+        fingerprint = None
     return {
         "registration_policy": settings.registration_policy,
         "owner": settings.owner,
@@ -50,7 +53,7 @@ def registration_body(ctx: ApplyContext, settings: Settings) -> dict[str, str | 
         "hostname": (ctx.metadata.get("local-hostname") or ctx.metadata.get("hostname")
                      or socket.gethostname()),
         "instance_id": ctx.instance_id,
-        "fingerprint": admin_cert_fingerprint(ctx.root),
+        "fingerprint": fingerprint,
     }
 
 

@@ -73,8 +73,8 @@ def test_file_source_full_run_status_and_console(tmp_path: Path,
     assert (status["state"], status["source"], status["applied_this_boot"]) == (
         "configured", "file", True)
     steps = {s["name"]: s["result"] for s in status["steps"]}
-    assert steps == {"admin": "ok", "licence": "ok", "timezone": "ok", "cluster": "ok",
-                     "cfn": "skipped", "register": "skipped"}
+    assert steps == {"admin": "ok", "licence": "ok", "timezone": "ok", "certificate": "ok",
+                     "cluster": "ok", "cfn": "skipped", "register": "skipped"}
     assert any("colour" in w for w in status["warnings"])
     marker = f"{DONE_MARKER} state=configured instance={status['instance_id']} source=file"
     assert console.splitlines()[-1] == marker

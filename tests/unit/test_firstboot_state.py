@@ -90,8 +90,8 @@ def test_same_instance_twice_applies_nothing_the_second_time(machine: Machine) -
     machine.launch("i-aaa", GOOD)
     first = machine.boot()
     assert (first.state, first.applied_this_boot) == ("configured", True)
-    assert [s.name for s in first.steps] == ["admin", "licence", "timezone", "cluster", "cfn",
-                                             "register"]
+    assert [s.name for s in first.steps] == ["admin", "licence", "timezone", "certificate",
+                                             "cluster", "cfn", "register"]
     hash_before = machine.users()["admin"]["hash"]
 
     machine.launch("i-aaa", "password=Another-Pw-2 accept_license=Yes timezone=Asia/Tokyo")
