@@ -291,6 +291,71 @@ def _system_paths() -> dict[str, Any]:
     return paths
 
 
+def _nullable(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    out = {**schema, "nullable": True}
+    if description:
+        out["description"] = description
+    return out
+
+
+_STRINGS = _array(STRING)
+CLUSTER_MEMBER: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "address", "fingerprint", "this", "state", "alive", "last_heard_s",
+                 "role", "groups", "holding"],
+    "properties": {
+        "name": STRING, "address": STRING, "admin_port": _int(1, 65535),
+        "control_port": _int(1, 65535),
+        "fingerprint": {"type": "string", "description": "SHA-1 of its Admin certificate."},
+        "location": _nullable(STRING),
+        "this": {"type": "boolean", "description": "The member that answered."},
+        "state": {**_enum("self", "alive", "dead", "leaving", "not_heard", "unknown"),
+                  "description": "dead: silent for monitor_timeout; leaving: said it stops "
+                                 "(or its guard did, the runtime having died); not_heard: "
+                                 "silent since this runtime started; unknown: this runtime "
+                                 "is not running."},
+        "alive": _nullable(BOOL, "null: unknown (the runtime is not running)."),
+        "last_heard_s": _nullable({"type": "number", "minimum": 0},
+                                  "Seconds since its last good heartbeat."),
+        "role": {**_enum("active", "passive", "none"),
+                 "description": "In any traffic IP group's machines (active), only in "
+                                "passive_machines (passive), or in none."},
+        "groups": _STRINGS,
+        "serving": {**_STRINGS, "description": "Groups it says it can serve now."},
+        "holding": {**_STRINGS, "description": "Traffic IPs raised on it now."}}}
+CLUSTER_STATUS: dict[str, Any] = {
+    "type": "object",
+    "required": ["clustered", "member", "epoch", "running", "members", "traffic_ip_groups"],
+    "properties": {
+        "clustered": {"type": "boolean", "description": "false: stand-alone."},
+        "member": _nullable(STRING, "This member's name."),
+        "epoch": _nullable({"type": "integer", "minimum": 0},
+                           "Membership version (up by one per change)."),
+        "running": {"type": "boolean",
+                    "description": "The fault-tolerance service runs (liveness is known)."},
+        "age_s": _nullable({"type": "number", "minimum": 0}),
+        "last_written_s": {"type": "number", "minimum": 0},
+        "healthy": _nullable(BOOL, "false: this member serves no traffic IP group "
+                                   "(workers or all pools down)."),
+        "settings": _nullable({"type": "object", "properties": {
+            "monitor_interval": {"type": "number"}, "monitor_timeout": {"type": "number"},
+            "child_timeout": {"type": "number"}, "autofailback": BOOL}}),
+        "members": _array(CLUSTER_MEMBER),
+        "traffic_ip_groups": _array({
+            "type": "object", "required": ["name", "ips"], "properties": {
+                "name": STRING, "enabled": BOOL, "keeptogether": BOOL,
+                "machines": _STRINGS, "passive_machines": _STRINGS,
+                "ips": _array({"type": "object", "required": ["ip", "held_by", "holders"],
+                               "properties": {
+                                   "ip": STRING,
+                                   "held_by": _nullable(STRING, "null: nobody, or several "
+                                                                "(see holders)."),
+                                   "holders": _STRINGS}})}}),
+        "dropped_packets": {"type": "object",
+                            "additionalProperties": {"type": "integer", "minimum": 0},
+                            "description": "Heartbeats ignored, by reason."}}}
+
+
 def _count(description: str) -> dict[str, Any]:
     return {"type": "integer", "minimum": 0, "description": description}
 
@@ -319,6 +384,11 @@ def document() -> dict[str, Any]:
                 "serial": {"type": "string", "nullable": True},
                 "message": {"type": "string", "description": "Why (empty: all is well)."}}}}},
             "The licence, its limits and why.")})}
+    paths[f"{ROOT}/status/cluster"] = {"get": _op(
+        "Fault tolerance: the members, whether each is heard from, who holds each traffic IP.",
+        {"200": _json({"type": "object", "required": ["cluster"],
+                       "properties": {"cluster": _ref("ClusterStatus")}},
+                      "The cluster as this traffic manager sees it.")})}
     paths.update(_system_paths())
     paths[f"{ROOT}/openapi.json"] = {"get": _op("This document.", {
         "200": _json({"type": "object"}, "OpenAPI 3.0 document.")})}
@@ -359,6 +429,7 @@ def document() -> dict[str, Any]:
                     "requests": _count("Requests sent to the node."),
                     "failures": _count("Failed connections or checks.")}}}}},
     }
+    schemas["ClusterStatus"] = CLUSTER_STATUS
     for kind in KINDS:
         schemas[f"{kind.title().replace('_', '')}Document"] = _properties_schema(kind)
 

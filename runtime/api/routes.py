@@ -31,6 +31,7 @@ CLUSTER = f"{ROOT}/cluster"
 STATS = f"{ROOT}/status/local_tm/statistics"
 STAT_KINDS = ("virtual_servers", "pools")
 LICENCE = f"{ROOT}/status/local_tm/licence"
+CLUSTER_STATUS = f"{ROOT}/status/cluster"
 REALM = 'Basic realm="lockgate", charset="UTF-8"'
 
 Snapshot = Callable[[], Mapping[str, Any]]
@@ -80,12 +81,14 @@ class RestApi:
             return _only(method, "GET") or await self._stats(path[len(STATS):].strip("/"))
         if path == LICENCE:
             return _only(method, "GET") or await self._licence()
+        if path == CLUSTER_STATUS:
+            return _only(method, "GET") or await self._cluster_status()
         if path == SYSTEM or path.startswith(SYSTEM + "/"):
             return await self._system(method, path, request)
         index = {"/api/tm": children("/api/tm", ["1.0"]),
                  ROOT: children(ROOT, ["config", "status", "system"]),
                  f"{ROOT}/config": children(f"{ROOT}/config", ["active"]),
-                 f"{ROOT}/status": children(f"{ROOT}/status", ["local_tm"]),
+                 f"{ROOT}/status": children(f"{ROOT}/status", ["cluster", "local_tm"]),
                  f"{ROOT}/status/local_tm": children(f"{ROOT}/status/local_tm",
                                                                ["licence", "statistics"])}
         if path in index:
@@ -348,6 +351,18 @@ class RestApi:
 
         lic = await asyncio.to_thread(licence_state, self.store.state_dir)
         return Response.json(200, {"licence": {**lic.as_dict(), "proxying": lic.accepted}})
+
+    async def _cluster_status(self) -> Response:
+        """Members, their liveness and who holds which traffic IP
+        (lockgate.runtime.cluster.status); live from this process's fault tolerance."""
+        from lockgate.runtime.cluster import status
+
+        state_dir = self.store.state_dir
+        if status.live_service(state_dir) is not None:
+            doc = status.cluster_status(state_dir)  # on the loop: the service's own thread
+        else:
+            doc = await asyncio.to_thread(status.cluster_status, state_dir)
+        return Response.json(200, {"cluster": doc})
 
     async def _metrics(self) -> Response:
         snap = await asyncio.to_thread(self.snapshot)

@@ -88,12 +88,16 @@ def join_command(target: str, fingerprint: str, user: str, password_file: Path |
         click.echo(f"WARNING: {UNSAFE_WARNING}", err=True)
 
 
-@click.command("cluster")
+@click.group("cluster", invoke_without_command=True)
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
               default=STATE_DIR, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def cluster_command(state_dir: Path, as_json: bool) -> None:
-    """Show this appliance's cluster: members, epoch, the join and its warnings."""
+@click.pass_context
+def cluster_command(ctx: click.Context, state_dir: Path, as_json: bool) -> None:
+    """Show this appliance's cluster: members, epoch, the join and its warnings
+    (``status``: liveness and traffic IPs)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from lockgate.runtime.cluster.joining import read_join_record
     from lockgate.runtime.cluster.state import load_cluster
 
@@ -119,3 +123,21 @@ def cluster_command(state_dir: Path, as_json: bool) -> None:
         if record.get("unsafe") or record.get("fingerprint") == "unsafe":
             click.echo("WARNING: the join does not check the member's certificate "
                        "(fingerprint 'unsafe')")
+
+
+@cluster_command.command("status")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=STATE_DIR, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (as the REST API's "
+                                                      "/api/tm/1.0/status/cluster).")
+def cluster_status_command(state_dir: Path, as_json: bool) -> None:
+    """Fault tolerance: each member's state and last heartbeat, and which member holds each
+    traffic IP (from the running runtime; "not running" when it is not)."""
+    from lockgate.runtime.cluster.status import cluster_status, render
+
+    doc = cluster_status(state_dir)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    for line in render(doc):
+        click.echo(line)

@@ -36,6 +36,7 @@ from typing import Any
 
 from lockgate.files import atomic_write
 from lockgate.paths import StatePaths
+from lockgate.runtime.cluster import status as ft_status
 from lockgate.runtime.cluster.assign import GroupSpec, assign, mine
 from lockgate.runtime.cluster.heartbeat import (
     Beat,
@@ -167,12 +168,16 @@ class FaultToleranceService:
         self.pools_ok = True
         self.next_pool_check = 0.0
         self.endpoint_retry = 0.0
+        self.status_written = 0.0
+        self.status_shape: Any = None
+        self.status_writer: asyncio.Task[None] | None = None
 
     # ---- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(cleanup_leftovers, self.state_dir, self.mover)
         self._reload(force=True)
         self.started = time.monotonic()
+        ft_status.register(self.state_dir, self)
         self.task = asyncio.create_task(self._run())
 
     def describe(self) -> str:
@@ -188,6 +193,8 @@ class FaultToleranceService:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        if self.status_writer is not None:
+            await asyncio.wait({self.status_writer}, timeout=5)
         for ip in sorted(self.held):
             await self._move("drop", ip)
         self._beat("leaving")
@@ -195,6 +202,8 @@ class FaultToleranceService:
             self.endpoint.transport.close()
         self._stop_guard()
         raised_path(self.state_dir).unlink(missing_ok=True)
+        ft_status.unregister(self.state_dir, self)
+        ft_status.status_path(self.state_dir).unlink(missing_ok=True)
 
     # ---- guard -------------------------------------------------------------------------------
     def _start_guard(self) -> None:
@@ -352,6 +361,11 @@ class FaultToleranceService:
 
     async def _step(self) -> None:
         now = time.monotonic()
+        await self._act(now)
+        if self.cluster is not None and self.config is not None:
+            self._write_status(now)
+
+    async def _act(self, now: float) -> None:
         if now >= self.next_reload:
             self.next_reload = now + RELOAD
             self._reload()
@@ -399,6 +413,25 @@ class FaultToleranceService:
             self._save_raised()
             self._beat()
 
+    def _write_status(self, now: float) -> None:
+        """For other processes (the CLI): at once on a change, else every second. Written
+        in a thread (it fsyncs), one write at a time, so a takeover never waits on it."""
+        if self.status_writer is not None and not self.status_writer.done():
+            return
+        raw = self.raw_status()
+        shape = ([(m["name"], m["state"], m["serving"], m["holding"]) for m in raw["members"]],
+                 raw["traffic_ip_groups"], raw["healthy"], raw["epoch"])
+        if shape == self.status_shape and now - self.status_written < ft_status.WRITE_EVERY:
+            return
+        self.status_shape, self.status_written = shape, now
+        self.status_writer = asyncio.create_task(self._save_status(raw))
+
+    async def _save_status(self, raw: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(ft_status.write_status, self.state_dir, raw)
+        except OSError as exc:
+            log.error("cannot write the cluster status: %s", exc)
+
     async def _move(self, action: str, ip: str) -> bool:
         try:
             if action == "raise":
@@ -424,6 +457,55 @@ class FaultToleranceService:
         ips = self.held | ({extra} if extra else set())
         data = json.dumps({"ips": sorted(ips)}).encode()
         atomic_write(raised_path(self.state_dir), data, 0o600)
+
+    def raw_status(self) -> dict[str, Any]:
+        """The status document (lockgate.runtime.cluster.status) with wall-clock times."""
+        now, wall = time.monotonic(), time.time()
+        cluster, config = self.cluster, self.config
+        groups = list(config.traffic_ip_groups.values()) if config is not None else []
+        if cluster is None:
+            doc = ft_status.offline_document(self.state_dir)
+            doc.update(written_at=wall, healthy=None)
+            return doc
+        me = cluster.name
+        mine_serving = sorted(self._serving())
+        holders: dict[str, list[str]] = {ip: [me] for ip in self.held}
+        members = []
+        for m in cluster.members:
+            if m.name == me:
+                members.append(ft_status.member_entry(
+                    m, me, groups, state="self", alive=True, heard_at=None,
+                    serving=mine_serving, holding=sorted(self.held)))
+                continue
+            peer = self.peers.state.get(m.name) if self.peers is not None else None
+            live = peer is not None and self.peers is not None and m.name in self.peers.live(now)
+            if peer is None:
+                state = "not_heard"
+            elif peer.leaving:
+                state = "leaving"
+            else:
+                state = "alive" if live else "dead"
+            holding = sorted(peer.holding) if peer is not None and live else []
+            for ip in holding:
+                holders.setdefault(ip, []).append(m.name)
+            members.append(ft_status.member_entry(
+                m, me, groups, state=state, alive=live,
+                heard_at=None if peer is None else wall - (now - peer.heard),
+                serving=sorted(peer.serving) if peer is not None and live else [],
+                holding=holding))
+        return {
+            "clustered": True, "member": me, "epoch": cluster.epoch, "written_at": wall,
+            "healthy": bool(mine_serving) or not any(
+                me in (*g.machines, *g.passive_machines) for g in groups),
+            "settings": ft_status.settings_entry(self.settings),
+            "members": members,
+            "traffic_ip_groups": [ft_status.group_entry(g, holders)
+                                  for g in sorted(groups, key=lambda g: g.name)],
+            "dropped_packets": dict(self.peers.dropped) if self.peers else {},
+        }
+
+    def status_document(self) -> dict[str, Any]:
+        return ft_status.aged(self.raw_status())
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()

@@ -8,10 +8,12 @@ under load: ``lockgate.benchmarks.failover`` (the same harness).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns_support import skip_unless_root
@@ -47,6 +49,22 @@ def get(cluster: FtCluster, ip: str) -> str:
     return f"no answer: {errors}"
 
 
+def status_of(state_dir: Path, want: dict[str, str]) -> dict[str, Any]:
+    """``lockgate runtime cluster status --json`` once it shows ``want`` (IP -> holder) or
+    after 5 s (the runtime rewrites its file at once on a change, a write may be in flight)."""
+    deadline = time.monotonic() + 5
+    while True:
+        result = subprocess.run([sys.executable, "-m", "lockgate", "runtime", "cluster", "status",
+                                 "--json", "--state-dir", str(state_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        doc: dict[str, Any] = json.loads(result.stdout)
+        held = {ip["ip"]: ip["held_by"] for g in doc["traffic_ip_groups"] for ip in g["ips"]}
+        if held == want or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
 def test_sigkill_and_link_down_move_the_ip_autofailback_off(tmp_path: Path) -> None:
     with FtCluster(tmp_path) as cluster:
         first = cluster.wait_assigned()
@@ -63,6 +81,14 @@ def test_sigkill_and_link_down_move_the_ip_autofailback_off(tmp_path: Path) -> N
         assert after[vip] in others
         assert vip not in victim.addresses()  # its guard dropped it from the dead host
         assert get(cluster, vip) == after[vip]
+        # What `lockgate runtime cluster status` shows on the new holder.
+        seen = status_of(cluster.member(after[vip]).state_dir, after)
+        assert seen["running"] is True
+        members = {m["name"]: m for m in seen["members"]}
+        assert members[victim.name]["state"] in ("leaving", "dead")
+        assert members[victim.name]["alive"] is False
+        held = {ip["ip"]: ip["held_by"] for g in seen["traffic_ip_groups"] for ip in g["ips"]}
+        assert held == after, seen
 
         # Back again with autofailback off: it does not take its IP back.
         victim.start()
