@@ -60,16 +60,22 @@ def apply_timezone(root: Path, answers: Answers) -> None:
 
 
 def apply_time_sync(root: Path, answers: Answers) -> None:
-    # The root slot is read-only, so the NTP choice is recorded on the data
-    # partition for the image's time-sync unit to read.
+    from lockgate.firstboot.apply.services import set_ntp_server
+
+    # Recorded (first boot re-applies the record at every boot) and put into effect now
+    # with the function first boot uses: timesyncd's file, restarted on a live system.
     write_json(time_file(StatePaths.under_root(root)), {"ntp_server": answers.ntp_server})
+    set_ntp_server(root, answers.ntp_server)
 
 
 def apply_security(root: Path, answers: Answers) -> None:
+    from lockgate.firstboot.apply.services import set_ssh_intrusion_prevention
+
     write_json(
         security_file(StatePaths.under_root(root)),
         {"ssh_intrusion_prevention": answers.ssh_intrusion_prevention},
     )
+    set_ssh_intrusion_prevention(root, answers.ssh_intrusion_prevention)
 
 
 def apply_licence_key(root: Path, answers: Answers) -> None:
