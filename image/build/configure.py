@@ -40,6 +40,10 @@ STATE_BINDS = (("/var/lib/systemd", "os/var-lib-systemd"),)
 # reboot that hangs this long too.
 WATCHDOG_RUNTIME = "60s"
 WATCHDOG_REBOOT = "2min"
+# lockgate-expand-data runs only when this much lies unused after the data partition
+# (sysfs counts 512-byte sectors): below z-expand-logs-partition --auto's 16 MiB, less
+# the GPT backup and 1 MiB alignment it keeps, so it never skips a worthwhile grow.
+EXPAND_MIN_FREE = 14 * 1024 * 1024
 
 
 def _write(root: Path, path: str, text: str, mode: int = 0o644) -> None:
@@ -160,7 +164,8 @@ def install_units(context: Context) -> None:
               "data_device": f"/dev/disk/by-partlabel/{gpt.DATA}",
               "data_device_unit": f"{data_dev}.device",
               "data_fsck_unit": f"systemd-fsck@{data_dev}.service",
-              "state_mount_unit": f"{systemd_escape_path(str(STATE_DIR))}.mount"}
+              "state_mount_unit": f"{systemd_escape_path(str(STATE_DIR))}.mount",
+              "min_free_sectors": EXPAND_MIN_FREE // 512}
     for name in OWN_UNITS:
         _write(root, f"/etc/systemd/system/{name}", render(f"{name}.j2", **values))
     site = _site_packages(root) / "lockgate"
