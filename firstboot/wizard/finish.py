@@ -89,6 +89,31 @@ def apply_licence_key(root: Path, answers: Answers) -> None:
     atomic_write(target, answers.licence_key.read_bytes(), 0o600)
 
 
+def services_director_file(paths: StatePaths) -> Path:
+    return paths.config / "services_director.json"
+
+
+def apply_registration(root: Path, answers: Answers) -> None:
+    """Register with the Services Director through first boot's own registration step
+    (the same request user-data's sd_address sends). Unlike at boot, a refusal stops the
+    wizard: the user is there to fix the address or key, or choose another option."""
+    from lockgate.firstboot.apply.base import ApplyContext, Console, Outcome
+    from lockgate.firstboot.apply.register import apply_register
+    from lockgate.firstboot.settings import Settings
+
+    record = services_director_file(StatePaths.under_root(root))
+    if not answers.sd_address:
+        record.unlink(missing_ok=True)
+        return
+    settings = Settings(sd_address=answers.sd_address, sd_cert=answers.sd_cert,
+                        registration_policy=answers.sd_registration_key)
+    result = apply_register(ApplyContext(root=root, console=Console(), timeout=10.0), settings)
+    if result.result is not Outcome.OK:
+        raise Failure(result.message)
+    write_json(record, {"sd_address": answers.sd_address, "registered": True,
+                        "message": result.message})
+
+
 def apply_licence_acceptance(root: Path, answers: Answers) -> None:
     from lockgate.firstboot.apply.licence import accept_licence
 
@@ -107,6 +132,7 @@ APPLY_STEPS = (
     ApplyStep("time sync", apply_time_sync),
     ApplyStep("security", apply_security),
     ApplyStep("licence key", apply_licence_key),
+    ApplyStep("Services Director registration", apply_registration),
     ApplyStep("licence acceptance", apply_licence_acceptance),
 )
 

@@ -28,6 +28,10 @@ from .questions import (
     LICENSE_KEY,
     NTP_SERVER,
     PASSWORD,
+    REGISTER_SD,
+    SD_ADDRESS,
+    SD_CERT,
+    SD_REGISTRATION_KEY,
     SSH_INTRUSION_PREVENTION,
     InvalidAnswer,
     parse_timezone,
@@ -155,9 +159,19 @@ def collect_answers(source: AnswerSource, ctx: Context) -> Answers:
     ssh = source.answer(SSH_INTRUSION_PREVENTION)
 
     heading(source, 6, "Licence key")
-    source.say("Give the path of a licence key file, or leave it blank to run as the")
+    source.say("Register this traffic manager with a Services Director for remote licensing,")
+    source.say("or give the path of a licence key file, or leave it blank to run as the")
     source.say(f"{COMMUNITY_EDITION}.")
-    licence_key = source.answer(LICENSE_KEY)
+    sd_address = sd_key = sd_cert = None
+    licence_key = None
+    if source.answer(REGISTER_SD):
+        source.say("The Services Director's REST API address and the registration key it")
+        source.say("issued; the registration is sent when you confirm the summary.")
+        sd_address = source.answer(SD_ADDRESS)
+        sd_key = source.answer(SD_REGISTRATION_KEY)
+        sd_cert = source.answer(SD_CERT)
+    else:
+        licence_key = source.answer(LICENSE_KEY)
 
     return Answers(
         password=password,
@@ -165,6 +179,9 @@ def collect_answers(source: AnswerSource, ctx: Context) -> Answers:
         ntp_server=ntp_server,
         ssh_intrusion_prevention=ssh,
         licence_key=licence_key,
+        sd_address=sd_address,
+        sd_registration_key=sd_key,
+        sd_cert=sd_cert,
     )
 
 
@@ -177,7 +194,9 @@ def summary_lines(answers: Answers) -> list[str]:
         ("Timezone", answers.timezone),
         ("NTP server", answers.ntp_server or "system default"),
         ("SSH intrusion prevention", "enabled" if answers.ssh_intrusion_prevention else "disabled"),
-        ("Licence key", str(answers.licence_key) if answers.licence_key else f"none: {COMMUNITY_EDITION}"),
+        ("Licence key", str(answers.licence_key) if answers.licence_key
+         else f"registered with the Services Director at {answers.sd_address}"
+         if answers.sd_address else f"none: {COMMUNITY_EDITION}"),
     ]
     width = max(len(label) for label, _ in rows) + 2
     return [f"  {label + ':':<{width}}{value}" for label, value in rows]

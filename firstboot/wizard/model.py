@@ -17,3 +17,8 @@ class Answers:
     licence_key: Path | None  # None: Community Edition
     accept_license: bool = True  # the wizard only gets this far once it was accepted
     user: str = ADMIN_USER
+    # Services Director registration (instead of a licence key): host:port, the
+    # registration key (sent as registration_policy) and its certificate's PEM body.
+    sd_address: str | None = None
+    sd_registration_key: str | None = None
+    sd_cert: str | None = field(default=None, repr=False)

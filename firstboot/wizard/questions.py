@@ -152,11 +152,60 @@ def parse_licence_key_path(text: str) -> Path | None:
     if size > MAX_LICENCE_KEY_BYTES:
         raise InvalidAnswer(f"{raw}: {size} bytes is too big for a licence key file")
     try:
-        with path.open("rb"):
-            pass
+        data = path.read_bytes()
     except OSError as exc:
         raise InvalidAnswer(f"{raw}: cannot read it ({exc.strerror})") from exc
+    # The runtime's own check (signature by a trusted issuer, limits, expiry): a key the
+    # runtime would ignore is refused here, with its reason, instead of silently running
+    # as the Community Edition.
+    from lockgate.runtime.licence import LicenceKeyError, check_key
+
+    try:
+        check_key(data)
+    except LicenceKeyError as exc:
+        raise InvalidAnswer(f"{raw}: {exc}") from None
     return path.resolve()
+
+
+def parse_sd_address(text: str) -> str:
+    """``host:port`` of a Services Director's REST API, checked as user-data's sd_address."""
+    from lockgate.firstboot.userdata import UserDataError, _host_port
+
+    value = text.strip()
+    if not value:
+        raise InvalidAnswer("give the Services Director's address as host:port")
+    try:
+        _host_port(value, "sd_address", port_required=True)
+    except UserDataError as exc:
+        raise InvalidAnswer(exc.reason) from None
+    return value
+
+
+def parse_sd_registration_key(text: str) -> str:
+    """The registration key: the Services Director's auto-registration policy identifier
+    (user-data's ``registration_policy``) that accepts this instance."""
+    value = text.strip()
+    if not value:
+        raise InvalidAnswer("give the registration key the Services Director issued")
+    if len(value) > 256 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidAnswer("a registration key is one word of at most 256 characters")
+    return value
+
+
+def parse_sd_cert(text: str) -> str | None:
+    """The Services Director's certificate (PEM, with or without its BEGIN/END lines) as
+    user-data's sd_cert takes it; blank trusts the system's CAs."""
+    from lockgate.firstboot.userdata import UserDataError, _certificate, _pem_body
+
+    body = _pem_body(text)
+    if not body:
+        if "-----" in text:  # a console prompt takes one line: the header alone arrived
+            raise InvalidAnswer("give the PEM body on one line, without the BEGIN/END lines")
+        return None
+    try:
+        return _certificate(body)
+    except UserDataError as exc:
+        raise InvalidAnswer(exc.reason) from None
 
 
 def licence_key_help(_arg: str) -> str:
@@ -206,6 +255,34 @@ LICENSE_KEY = Question(
 )
 
 
+REGISTER_SD = Question(
+    key="register_sd",
+    step="licence key",
+    prompt="Register with a Services Director for remote licensing? [y/N]",
+    parse=parse_yes_no,
+    default="n",
+)
+SD_ADDRESS = Question(
+    key="sd_address",
+    step="services director",
+    prompt="Services Director address (host:port of its REST API)",
+    parse=parse_sd_address,
+)
+SD_REGISTRATION_KEY = Question(
+    key="sd_registration_key",
+    step="services director",
+    prompt="Registration key",
+    parse=parse_sd_registration_key,
+)
+SD_CERT = Question(
+    key="sd_cert",
+    step="services director",
+    prompt="Services Director certificate (PEM body; blank to trust the system CAs)",
+    parse=parse_sd_cert,
+    default="",
+)
+
+
 def timezone_question(default: str) -> Question[str]:
     """The default is the appliance's current timezone, so it is only known at run time."""
     return Question(
@@ -225,4 +302,8 @@ REPLAY_KEYS = (
     NTP_SERVER.key,
     SSH_INTRUSION_PREVENTION.key,
     LICENSE_KEY.key,
+    REGISTER_SD.key,
+    SD_ADDRESS.key,
+    SD_REGISTRATION_KEY.key,
+    SD_CERT.key,
 )

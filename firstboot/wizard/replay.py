@@ -68,6 +68,10 @@ def format_replay(answers: Answers) -> str:
         f"ssh_intrusion_prevention={'y' if answers.ssh_intrusion_prevention else 'n'}",
         f"license_key={answers.licence_key or ''}",
     ]
+    if answers.sd_address:
+        lines += ["register_sd=y", f"sd_address={answers.sd_address}",
+                  f"sd_registration_key={answers.sd_registration_key or ''}",
+                  f"sd_cert={answers.sd_cert or ''}"]
     return "\n".join(lines) + "\n"
 
 

@@ -38,7 +38,9 @@ TITLES = {
 }
 # The console wizard's question steps (Question.step) -> this wizard's pages.
 QUESTION_STEPS = {"password": "password", "licence": "licence", "timezone": "time", "ntp": "time",
-                  "security": "security", "licence key": "licence-key"}
+                  "security": "security", "licence key": "licence-key",
+                  "services director": "licence-key"}
+SD_FIELDS = ("sd_address", "sd_registration_key", "sd_cert")
 UPLOAD_NAME = "licence.upload"  # the uploaded key, in config/, until Finish installs it
 
 
@@ -162,13 +164,31 @@ class WebWizard:
         from lockgate.firstboot.wizard import questions as q
 
         choice = form.get("edition", "community")
-        session.values["edition"] = choice
+        values = session.values
+        values["edition"] = choice
         path = StatePaths(self.state_dir).config / UPLOAD_NAME
+        values["register_sd"] = "y" if choice == "sd" else "n"
+        if choice != "sd":
+            for name in SD_FIELDS:
+                values.pop(name, None)
+        if choice in ("community", "sd"):
+            values["license_key"] = ""
         if choice == "community":
-            session.values["license_key"] = ""
+            return
+        if choice == "sd":
+            # The console wizard's validators; the registration itself is sent at Finish.
+            for name, parse in (("sd_address", q.parse_sd_address),
+                                ("sd_registration_key", q.parse_sd_registration_key),
+                                ("sd_cert", q.parse_sd_cert)):
+                values[name] = form.get(name, "").strip()
+                try:
+                    parse(values[name])
+                except q.InvalidAnswer as exc:
+                    session.errors[name] = str(exc)
             return
         if choice != "key":
-            session.errors["edition"] = "choose the Community Edition or upload a licence key"
+            session.errors["edition"] = ("choose a licence key, Services Director registration "
+                                         "or the Community Edition")
             return
         if upload:
             atomic_write(path, upload, 0o600)
@@ -179,6 +199,7 @@ class WebWizard:
             q.parse_licence_key_path(str(path))
         except q.InvalidAnswer as exc:
             session.errors["license_key"] = str(exc).replace(str(path), "the uploaded file")
+            path.unlink(missing_ok=True)  # refused: nothing of it stays on the appliance
             return
         session.values["license_key"] = str(path)
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from test_api_support import Reply, Running, basic, running, write_users
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from licence_keys import signed_key, trust_issuer
+from test_firstboot_apply_register import make_cert, sd_server
 
 from lockgate.paths import StatePaths
 
@@ -179,8 +184,10 @@ def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[by
         f"multipart/form-data; boundary={boundary}"
 
 
-def test_a_licence_key_upload_is_checked_and_installed(unconfigured: Running) -> None:
+def test_a_licence_key_upload_is_checked_and_installed(
+        unconfigured: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = unconfigured
+    issuer = trust_issuer(tmp_path / "issuers", monkeypatch)
     cookie, csrf = claim(srv)
 
     def upload(content: bytes) -> Reply:
@@ -192,20 +199,73 @@ def test_a_licence_key_upload_is_checked_and_installed(unconfigured: Running) ->
     empty = upload(b"")
     assert empty.status == 422 and b'id="error-license_key"' in empty.body
     assert upload(b"x" * (1024 * 1024 + 1)).status == 413  # the server's body limit first
-    key = b"-----BEGIN LOCKGATE LICENCE-----\nabc\n-----END LOCKGATE LICENCE-----\n"
+    # Refused by the runtime's own licence check, the reason next to the field, and
+    # nothing of the refused file kept.
+    paths = StatePaths(srv.state_dir)
+    for bad, reason in ((b"-----BEGIN LOCKGATE LICENCE-----\nabc\n", "not a lockgate licence"),
+                        (signed_key(None), "signature is invalid"),
+                        (signed_key(issuer, expires="2001-01-01"), "expired on 2001-01-01")):
+        refused = upload(bad)
+        assert refused.status == 422, refused.body[-600:]
+        found = re.search(r'id="error-license_key">([^<]*)<', refused.body.decode())
+        assert found and reason in found.group(1) and "the uploaded file" in found.group(1)
+        assert not (paths.config / "licence.upload").exists()
+    key = signed_key(issuer)
     assert upload(key).status == 303
     assert b"key.lic" not in get(srv, "/wizard/summary", cookie).body  # not the client's path
     done = complete_with_key(srv, cookie, csrf)
     assert done.status == 200
-    paths = StatePaths(srv.state_dir)
     assert (paths.config / "licence.key").read_bytes() == key
     assert (paths.config / "licence.key").stat().st_mode & 0o077 == 0
     assert not (paths.config / "licence.upload").exists()
 
 
-def complete_with_key(srv: Running, cookie: str, csrf: str) -> Reply:
+def complete_with_key(srv: Running, cookie: str, csrf: str, summary: str = "") -> Reply:
     for path, form in [("/wizard/password", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}),
                        ("/wizard/licence", {"accept_license": "accept"}),
                        ("/wizard/time", {"timezone": "UTC", "ntp_server": ""})]:
         assert post(srv, path, {**form, "csrf": csrf}, cookie).status == 303
+    assert summary in get(srv, "/wizard/summary", cookie).body.decode()
     return post(srv, "/wizard/summary", {"csrf": csrf, "action": "finish"}, cookie)
+
+
+def test_services_director_registration_from_the_wizard(
+        unconfigured: Running, tmp_path: Path) -> None:
+    """The licence-key step's Services Director option: errors next to each field, then
+    Finish sends first boot's registration to a real loopback HTTPS Services Director."""
+    srv = unconfigured
+    cookie, csrf = claim(srv)
+    cert = make_cert()
+
+    def choose(fields: dict[str, str]) -> Reply:
+        body, ctype = multipart({"csrf": csrf, "edition": "sd", "action": "next", **fields},
+                                "", b"")
+        return srv.request("POST", "/wizard/licence-key", body, port=srv.admin_port,
+                           headers={"Content-Type": ctype, "Cookie": cookie})
+
+    bad = choose({"sd_address": "sd.example.com", "sd_registration_key": "",
+                  "sd_cert": "bm90IGEgY2VydA=="})
+    assert bad.status == 422
+    text = bad.body.decode()
+    for name in ("sd_address", "sd_registration_key", "sd_cert"):
+        assert f'id="error-{name}"' in text, name
+    assert 'value="sd.example.com"' in text  # what the user typed is kept
+    with sd_server(cert, tmp_path) as (address, received):
+        assert choose({"sd_address": address, "sd_registration_key": "policy-7",
+                       "sd_cert": cert.pem}).status == 303
+        done = complete_with_key(srv, cookie, csrf, summary=f"registered with the Services "
+                                                           f"Director at {address}")
+        assert done.status == 200, done.body[-600:]
+        assert [(r[1], r[2]["registration_policy"]) for r in received.requests] == [
+            ("/api/tmcm/2.9/instance/register", "policy-7")]
+        assert received.requests[0][2]["fingerprint"] == srv.mgmt.fingerprint
+    config = StatePaths(srv.state_dir).config
+    assert json.loads((config / "services_director.json").read_text())["sd_address"] == address
+    assert not (config / "licence.key").exists()
+
+
+def test_community_edition_stays_the_default(unconfigured: Running) -> None:
+    cookie, _ = claim(unconfigured)
+    page = get(unconfigured, "/wizard/licence-key", cookie).body.decode()
+    assert re.search(r'value="community" id="edition-community" checked', page)
+    assert not re.search(r'value="(key|sd)" id="edition-(key|sd)" checked', page)

@@ -26,6 +26,9 @@ if importlib.util.find_spec("lockgate.firstboot.apply") is None:
     pytest.skip("lockgate.firstboot.apply (the apply functions) does not exist yet",
                 allow_module_level=True)
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from licence_keys import signed_key, trust_issuer  # noqa: E402
+
 from lockgate.firstboot.apply.licence import licence_accepted  # noqa: E402
 from lockgate.passwords import verify_password  # noqa: E402
 from lockgate.paths import StatePaths  # noqa: E402
@@ -94,6 +97,7 @@ def answer_all(s: Session, *, timezone: str = "Europe/London", ntp: str = "",
     s.answer(r"Timezone \[", timezone)
     s.answer("NTP server", ntp)
     s.answer("SSH intrusion prevention", ssh)
+    s.answer("Register with a Services Director", "")
     s.answer("Licence key file", key)
 
 
@@ -145,8 +149,9 @@ def test_full_run_configures_and_never_echoes_the_password(tmp_path: Path,
     assert "lockgate runtime fingerprint" in after
 
 
-def test_bad_answers_are_explained_and_asked_again(tmp_path: Path,
-                                                   sessions: list[Session]) -> None:
+def test_bad_answers_are_explained_and_asked_again(tmp_path: Path, sessions: list[Session],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    issuer = trust_issuer(tmp_path / "issuers", monkeypatch)  # the wizard's child inherits it
     root = tmp_path / "root"
     s = spawn(sessions, WIZARD, "--root", str(root))
     s.answer("Press return to continue", "")
@@ -173,10 +178,17 @@ def test_bad_answers_are_explained_and_asked_again(tmp_path: Path,
     s.answer("SSH intrusion prevention", "perhaps")
     s.expect("answer y or n")
     s.answer("SSH intrusion prevention", "")
+    s.answer("Register with a Services Director", "maybe")
+    s.expect("answer y or n")
+    s.answer("Register with a Services Director", "n")
     s.answer("Licence key file", str(tmp_path / "missing.key"))
     s.expect("no such file")
+    forged = tmp_path / "forged.key"
+    forged.write_bytes(signed_key(None))
+    s.answer("Licence key file", str(forged))
+    s.expect("signature is invalid")
     key = tmp_path / "site.key"
-    key.write_text("LICENCE-KEY-DATA\n")
+    key.write_bytes(signed_key(issuer))
     s.answer("Licence key file", str(key))
     s.answer(r"\[y/N\]", "y")
     assert s.finish() == 0
@@ -185,7 +197,7 @@ def test_bad_answers_are_explained_and_asked_again(tmp_path: Path,
     config = StatePaths.under_root(root).config
     assert read_json(config / "security.json") == {"ssh_intrusion_prevention": True}
     assert read_json(config / "time.json") == {"ntp_server": "192.0.2.123"}
-    assert (config / "licence.key").read_text() == "LICENCE-KEY-DATA\n"
+    assert (config / "licence.key").read_bytes() == key.read_bytes()
     assert stat.S_IMODE((config / "licence.key").stat().st_mode) == 0o600
     assert PASSWORD not in s.text.partition(CLONE_MARKER)[0]
 

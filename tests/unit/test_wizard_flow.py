@@ -45,7 +45,8 @@ def drive(lines: list[str], root: Path) -> tuple[Answers, str]:
 
 
 def test_scripted_answers_become_typed_answers(tmp_path: Path) -> None:
-    answers, out = drive(["", PASSWORD, PASSWORD, "accept", "", "time.example.net", "no", ""],
+    answers, out = drive(["", PASSWORD, PASSWORD, "accept", "", "time.example.net", "no", "",
+                          ""],
                          tmp_path)
     assert answers == Answers(password=PASSWORD, timezone="Europe/Berlin",
                               ntp_server="time.example.net", ssh_intrusion_prevention=False,
@@ -105,7 +106,7 @@ def test_apply_all_writes_every_setting(tmp_path: Path) -> None:
     root = tmp_path / "root"
     steps: list[str] = []
     apply_all(root, answers(key), steps.append)
-    assert len(steps) == 6
+    assert len(steps) == 7
     config = StatePaths.under_root(root).config
     users = json.loads((config / "users.json").read_text())["users"]
     assert verify_password(PASSWORD, users["admin"]["hash"])
@@ -128,7 +129,8 @@ def test_a_failing_step_says_what_was_and_was_not_applied(tmp_path: Path) -> Non
     message = caught.value.format_message()
     assert message.startswith("applying security failed: ")
     assert "Already applied: admin password, timezone, time sync." in message
-    assert "Not applied: security, licence key, licence acceptance." in message
+    assert ("Not applied: security, licence key, Services Director registration, "
+            "licence acceptance.") in message
     assert PASSWORD not in message
     assert not (config / "licence.json").exists()  # never marked configured half-way
 
@@ -233,7 +235,7 @@ def test_wizard_repairs_a_damaged_licence_record(tmp_path: Path) -> None:
 
 
 def test_yes_skips_the_confirmation(tmp_path: Path) -> None:
-    typed = ["", PASSWORD, PASSWORD, "y", "UTC", "", "", ""]
+    typed = ["", PASSWORD, PASSWORD, "y", "UTC", "", "", "", ""]
     result = CliRunner().invoke(wizard_cmd, ["--root", str(tmp_path), "--yes"],
                                 input="".join(t + "\n" for t in typed))
     assert result.exit_code == 0, result.output
@@ -263,3 +265,43 @@ def test_unreadable_state_is_one_error_line_not_a_traceback(tmp_path: Path) -> N
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1].startswith("error: applying admin password failed")
+
+
+def test_services_director_registration_is_asked_and_sent_at_finish(tmp_path: Path) -> None:
+    """Step 6's Services Director choice: the same validators as user-data's sd_address and
+    sd_cert, and Finish sends first boot's own registration request."""
+    from test_firstboot_apply_register import make_cert, sd_server
+
+    cert = make_cert()
+    with sd_server(cert, tmp_path) as (address, received):
+        answers, out = drive(["", PASSWORD, PASSWORD, "accept", "", "", "y", "y",
+                              "no-port.example", address, "policy 7", "policy-7",
+                              "-----BEGIN CERTIFICATE-----", cert.sd_cert],
+                             tmp_path / "root")
+        assert "Register with a Services Director" in out and "port" in out
+        assert "without the BEGIN/END lines" in out
+        assert (answers.sd_address, answers.sd_registration_key, answers.licence_key) == (
+            address, "policy-7", None)
+        assert answers.sd_cert == cert.sd_cert
+        assert "registered with the Services Director at " + address in "\n".join(
+            summary_lines(answers))
+        root = tmp_path / "root"
+        apply_all(root, answers, lambda _line: None)
+        assert len(received.requests) == 1
+        method, path, body = received.requests[0]
+        assert (method, path, body["registration_policy"]) == (
+            "POST", "/api/tmcm/2.9/instance/register", "policy-7")
+        config = StatePaths.under_root(root).config
+        assert json.loads((config / "services_director.json").read_text())["registered"]
+        assert not (config / "licence.key").exists()
+
+    # A Services Director that refuses: Finish stops before the appliance counts as
+    # configured, naming the reason, so the user can correct it or choose another option.
+    with sd_server(cert, tmp_path, status=403) as (address, received):
+        root = tmp_path / "root2"
+        refused = Answers(password=PASSWORD, timezone="UTC", ntp_server=None,
+                          ssh_intrusion_prevention=True, licence_key=None, sd_address=address,
+                          sd_registration_key="wrong", sd_cert=cert.sd_cert)
+        with pytest.raises(Failure, match="refused the registration"):
+            apply_all(root, refused, lambda _line: None)
+        assert not StatePaths.under_root(root).licence.exists()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from licence_keys import signed_key, trust_issuer
 
 from lockgate.errors import BadInput
 from lockgate.firstboot.wizard.model import Answers
@@ -70,11 +71,35 @@ def replay_back(text: str) -> Answers:
     )
 
 
-def test_format_then_parse_gives_the_same_answers(tmp_path: Path) -> None:
+def test_format_then_parse_gives_the_same_answers(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "k.key"
-    key.write_text("K")
+    key.write_bytes(signed_key(trust_issuer(tmp_path / "issuers", monkeypatch)))
     for answers in (sample(), sample(key=key.resolve())):
         assert replay_back(format_replay(answers)) == answers
+
+
+def test_a_services_director_registration_replays_through_the_wizard_steps(
+        tmp_path: Path) -> None:
+    from test_firstboot_apply_register import make_cert
+
+    from lockgate.firstboot.wizard.flow import Context, collect_answers
+
+    cert = make_cert()
+    answers = Answers(password="secret-1", timezone="UTC", ntp_server=None,
+                      ssh_intrusion_prevention=True, licence_key=None,
+                      sd_address="sd.example.com:8100", sd_registration_key="policy-7",
+                      sd_cert=cert.sd_cert)
+    text = format_replay(answers)
+    assert "register_sd=y\nsd_address=sd.example.com:8100\n" in text
+    context = Context(root=tmp_path, current_timezone="UTC", licence_text=None,
+                      already_configured=False)
+    assert collect_answers(ReplayAnswers(parse_replay(text)), context) == answers
+    with pytest.raises(BadInput, match=r"^services director: the replay file has no "
+                                       r"'sd_registration_key=' line"):
+        collect_answers(ReplayAnswers(parse_replay(
+            "password=secret-1\naccept_license=y\nregister_sd=y\nsd_address=sd.x:1\n")),
+            context)
 
 
 @given(st.text(min_size=6, alphabet=st.characters(blacklist_characters="\r\n\0")))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from licence_keys import signed_key, trust_issuer
 
 from lockgate.firstboot.wizard.questions import (
     InvalidAnswer,
@@ -15,6 +16,9 @@ from lockgate.firstboot.wizard.questions import (
     parse_licence_key_path,
     parse_ntp_server,
     parse_password,
+    parse_sd_address,
+    parse_sd_cert,
+    parse_sd_registration_key,
     parse_timezone,
     parse_yes_no,
     timezone_help,
@@ -110,9 +114,9 @@ def test_ntp_server_refuses_non_hosts(text: str) -> None:
         parse_ntp_server(text)
 
 
-def test_licence_key_path(tmp_path: Path) -> None:
+def test_licence_key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "site.key"
-    key.write_text("KEY")
+    key.write_bytes(signed_key(trust_issuer(tmp_path / "issuers", monkeypatch)))
     assert parse_licence_key_path(f"  {key}  ") == key.resolve()
     assert parse_licence_key_path("") is None
     assert parse_licence_key_path("Community") is None
@@ -129,3 +133,39 @@ def test_licence_key_path_refusals(tmp_path: Path) -> None:
     for text, reason in cases.items():
         with pytest.raises(InvalidAnswer, match=reason):
             parse_licence_key_path(text)
+
+
+def test_a_licence_key_is_checked_as_the_runtime_checks_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key the runtime would ignore is refused with the runtime's reason."""
+    issuer = trust_issuer(tmp_path / "issuers", monkeypatch)
+    cases = {b"LICENCE-KEY-DATA\n": "not a lockgate licence key",
+             signed_key(None): "signature is invalid",
+             signed_key(issuer, expires="2001-01-01"): "expired on 2001-01-01",
+             signed_key(issuer, max_cluster_size=0): "no valid max_cluster_size"}
+    for number, (data, reason) in enumerate(cases.items()):
+        path = tmp_path / f"{number}.key"
+        path.write_bytes(data)
+        with pytest.raises(InvalidAnswer, match=reason) as caught:
+            parse_licence_key_path(str(path))
+        assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_services_director_answers(tmp_path: Path) -> None:
+    from test_firstboot_apply_register import make_cert
+
+    assert parse_sd_address(" sd.example.com:8100 ") == "sd.example.com:8100"
+    assert parse_sd_address("[2001:db8::1]:443") == "[2001:db8::1]:443"
+    for bad in ("", "sd.example.com", "sd.example.com:0", "bad host:80"):
+        with pytest.raises(InvalidAnswer):
+            parse_sd_address(bad)
+    assert parse_sd_registration_key(" policy-7 ") == "policy-7"
+    for bad in ("", "two words", "x" * 257):
+        with pytest.raises(InvalidAnswer):
+            parse_sd_registration_key(bad)
+    cert = make_cert()
+    assert parse_sd_cert(cert.pem) == cert.sd_cert  # pasted with its BEGIN/END lines
+    assert parse_sd_cert(cert.sd_cert) == cert.sd_cert
+    assert parse_sd_cert("  ") is None
+    with pytest.raises(InvalidAnswer, match=r"X\.509"):
+        parse_sd_cert("aGVsbG8=")
