@@ -352,6 +352,7 @@ def run(source_spec: str, root: Path, console_target: str, timeout: float) -> No
     except ValueError as exc:
         raise BadInput(f"--console {console_target}: {exc}") from None
     try:
+        activate_version(root)
         try:
             source = _resolve_source(source_spec)
         except (ValueError, KeyError) as exc:
@@ -382,6 +383,34 @@ def run(source_spec: str, root: Path, console_target: str, timeout: float) -> No
             click.echo(f"{PREFIX} {exc}", err=True)
     finally:
         console.close()
+
+
+def activate_version(root: Path) -> None:
+    """Point the data partition's ``config`` and ``runtime`` at the running version's own
+    (docs/upgrade.md, ``lockgate system activate``) before anything here reads them.
+
+    Done in this process rather than by a unit of its own: one Python start fewer on
+    the boot's critical path (~7 s under TCG, issue 12). Without a release record under
+    ``root`` (not an appliance: tests, a source tree) there is nothing to point at. A
+    failure is shown and first boot goes on, as it did when the unit failed.
+    """
+    from lockgate.paths import RELEASE_FILE, StatePaths
+    from lockgate.runtime.system import configs
+    from lockgate.runtime.system.slots import Machine, running_version
+
+    release = root / RELEASE_FILE.relative_to("/")
+    if not release.exists():
+        return
+    try:
+        version = running_version(Machine(disk=Path("/dev/null"), release=release))
+        if version is None:
+            click.echo(f"lockgate-activate: {release}: no version recorded; the "
+                       "configuration stays where it is", err=True)
+            return
+        for line in configs.activate(StatePaths.under_root(root), version):
+            click.echo(f"lockgate-activate: {line}")
+    except Exception:  # the configuration stays where it is; first boot must still run
+        traceback.print_exc(file=sys.stderr)
 
 
 class _Unavailable:
