@@ -96,6 +96,8 @@ def configure_identity(context: Context) -> None:
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     _symlink(root, "/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+    if context.profile.stock:
+        return
     # firstboot's timezone step writes these on the data partition.
     _symlink(root, "/etc/localtime", str(STATE_DIR / "config/localtime"))
     _symlink(root, "/etc/timezone", str(STATE_DIR / "config/timezone"))
@@ -117,6 +119,8 @@ def configure_boot_files(context: Context) -> None:
     (root / "boot/efi").mkdir(parents=True, exist_ok=True)
     # Debian's grub-editenv, grub-set-default and grub-reboot use /boot/grub/grubenv.
     _symlink(root, "/boot/grub", "efi/grub")
+    if context.profile.stock:
+        return
     # A hung user space (say, a trial boot of a new version) resets the machine.
     _write(root, "/etc/systemd/system.conf.d/lockgate-watchdog.conf",
            render("watchdog.conf.j2", runtime_sec=WATCHDOG_RUNTIME, reboot_sec=WATCHDOG_REBOOT))
@@ -147,6 +151,8 @@ def configure_mounts(context: Context) -> None:
 def configure_network(context: Context) -> None:
     root = context.rootfs
     _write(root, "/etc/systemd/network/80-dhcp.network", render("80-dhcp.network.j2"))
+    if context.profile.stock:
+        return
     _write(root, "/etc/systemd/system/systemd-networkd-wait-online.service.d/lockgate.conf",
            render("wait-online.conf.j2"))
     if (root / "usr/sbin/sshd").exists():
@@ -166,13 +172,14 @@ def install_units(context: Context) -> None:
               "data_fsck_unit": f"systemd-fsck@{data_dev}.service",
               "state_mount_unit": f"{systemd_escape_path(str(STATE_DIR))}.mount",
               "min_free_sectors": EXPAND_MIN_FREE // 512}
-    for name in OWN_UNITS:
-        _write(root, f"/etc/systemd/system/{name}", render(f"{name}.j2", **values))
-    site = _site_packages(root) / "lockgate"
-    for folder in PACKAGE_UNIT_DIRS:
-        for shipped in sorted((site / folder).glob("*.service")):
-            shutil.copyfile(shipped, unit_dir / shipped.name)
-            (unit_dir / shipped.name).chmod(0o644)
+    if not context.profile.stock:
+        for name in OWN_UNITS:
+            _write(root, f"/etc/systemd/system/{name}", render(f"{name}.j2", **values))
+        site = _site_packages(root) / "lockgate"
+        for folder in PACKAGE_UNIT_DIRS:
+            for shipped in sorted((site / folder).glob("*.service")):
+                shutil.copyfile(shipped, unit_dir / shipped.name)
+                (unit_dir / shipped.name).chmod(0o644)
     for unit in context.profile.units:
         template = unit.split("@")[0] + "@.service" if "@" in unit else None
         known = [unit_dir / unit, root / "lib/systemd/system" / unit,
@@ -238,13 +245,17 @@ def configure_services(context: Context) -> None:
 
 
 def configure_system(context: Context) -> None:
+    """The appliance; for a stock profile only what any image of this pipeline needs
+    (identity, kernel links, the A/B mounts, DHCP, the profile's units): Debian as its
+    packages set it up, with nothing of lockgate's, the baseline of the boot benchmark."""
     configure_identity(context)
     configure_boot_files(context)
     configure_mounts(context)
     configure_network(context)
     install_units(context)
-    configure_admin(context)
-    configure_services(context)
+    if not context.profile.stock:
+        configure_admin(context)
+        configure_services(context)
     build_data_tree(context)
 
 

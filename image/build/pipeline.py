@@ -71,6 +71,9 @@ def build_rootfs(context: Context, state: State) -> None:
 
 
 def install_lockgate(context: Context, state: State) -> None:
+    if context.profile.stock:
+        click.echo("    stock profile: Debian alone, no lockgate")
+        return
     install.install_lockgate(context)
 
 
@@ -79,6 +82,8 @@ def configure_system(context: Context, state: State) -> None:
 
 
 def bake_upgrade_keys(context: Context, state: State) -> None:
+    if context.profile.stock:
+        return
     ids = trust.bake_upgrade_trust(context)
     click.echo(f"    trusted upgrade keys: {', '.join(ids) or 'none (bundles must be unsigned)'}")
 

@@ -87,6 +87,9 @@ class Profile:
     lockgate: LockgateSource
     units: tuple[str, ...]
     units_disabled: tuple[str, ...]
+    # Debian alone: the same pipeline and packages without lockgate's venv, units and
+    # configuration (image/profiles/stock.yaml), the baseline `make bench` boots against.
+    stock: bool = False
 
     def rootfs_key(self) -> str:
         """Cache key of the package layer: only what changes the debootstrapped tree."""
@@ -101,6 +104,8 @@ class Profile:
         data = asdict(self)
         data.pop("path")
         data["lockgate"] = {"requirements": list(self.lockgate.requirements)}
+        if not self.stock:  # the appliance's UUIDs stay what they were before this field
+            data.pop("stock")
         return _digest(data)
 
 
@@ -241,13 +246,14 @@ def parse_profile(data: object, path: Path) -> Profile:
     if both:
         raise BadInput(f"profile: units: {both[0]} is both enabled and disabled")
     units_fields.done()
+    stock = top.get("stock", bool, False)
     top.done()
     return Profile(path=path, name=name, release=release, mirror=mirror,
                    security_mirror=security, variant=variant,
                    hostname=hostname, firmware=firmware, packages=packages,
                    kernel_cmdline=cmdline, initramfs_drivers=drivers, disk=disk,
                    lockgate=LockgateSource(source, constraints, requirements), units=units,
-                   units_disabled=disabled)
+                   units_disabled=disabled, stock=stock)
 
 
 def load_profile(path: Path) -> Profile:
