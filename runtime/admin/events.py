@@ -3,22 +3,30 @@
 A small JSONL file in the state dir (``runtime/events.jsonl``), appended one
 line per event and cut back to the newest :data:`KEEP` lines once it holds
 twice that many, so it survives restarts and stays bounded. Health changes are
-noticed by comparing each status snapshot the UI reads with the last one.
+noticed by comparing each status snapshot with the last one: :meth:`EventLog.watch`
+reads the workers' merged status every second in the management process (where
+the per-worker views meet, so a change is recorded once, not once per worker),
+whether or not anyone has a page open; the pages' own reads feed it too.
 Nothing secret is recorded: user names and object names, never passwords.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lockgate.paths import StatePaths
 
 KEEP = 500
+WATCH_INTERVAL = 1.0  # seconds; the workers write their status about once a second
+
+log = logging.getLogger("lockgate.runtime.admin.events")
 
 
 class EventLog:
@@ -26,6 +34,7 @@ class EventLog:
         self.path = StatePaths(state_dir).runtime / "events.jsonl"
         self._lock = threading.Lock()
         self._health: dict[tuple[str, str], str] = {}
+        self._observing = threading.Lock()  # the watcher and page reads, in worker threads
         self._lines: int | None = None
 
     def add(self, kind: str, text: str) -> None:
@@ -67,10 +76,28 @@ class EventLog:
 
     def observe(self, snapshot: Mapping[str, Any]) -> None:
         """Record node health changes between this snapshot and the previous one."""
-        for pool, data in (snapshot.get("pools") or {}).items():
-            for node, info in ((data or {}).get("nodes") or {}).items():
-                state = str((info or {}).get("state", "unknown"))
-                before = self._health.get((pool, node))
-                self._health[(pool, node)] = state
-                if before is not None and before != state:
-                    self.add("health", f"pool {pool}: node {node} {before} -> {state}")
+        changes = []
+        with self._observing:
+            seen: dict[tuple[str, str], str] = {}
+            for pool, data in (snapshot.get("pools") or {}).items():
+                for node, info in ((data or {}).get("nodes") or {}).items():
+                    state = str((info or {}).get("state", "unknown"))
+                    before = self._health.get((pool, node))
+                    seen[(pool, node)] = state
+                    if before is not None and before != state:
+                        changes.append(f"pool {pool}: node {node} {before} -> {state}")
+            # Only what the snapshot names: pools and nodes removed from the configuration
+            # are forgotten, so the remembered states stay as many as the configured nodes.
+            self._health = seen
+        for text in changes:
+            self.add("health", text)
+
+    async def watch(self, snapshot: Callable[[], Mapping[str, Any]],
+                    interval: float = WATCH_INTERVAL) -> None:
+        """Observe ``snapshot()`` every ``interval`` seconds until cancelled."""
+        while True:
+            try:
+                await asyncio.to_thread(lambda: self.observe(snapshot()))
+            except Exception:  # an unreadable status file must not end the watching
+                log.exception("reading the workers' status for the event log failed")
+            await asyncio.sleep(interval)

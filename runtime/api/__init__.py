@@ -27,6 +27,8 @@ The REST server also serves upgrade, rollback and version switching
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -114,6 +116,8 @@ class Management:
     fingerprint: str
     host: str
     wizard_token: str | None = None  # set while the appliance awaits its initial configuration
+    # Records node health changes in the Admin UI's event log whether or not a page is open.
+    health_watch: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -142,6 +146,10 @@ class Management:
                 f"fingerprint={self.fingerprint}")
 
     async def close(self) -> None:
+        if self.health_watch is not None:
+            self.health_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.health_watch
         await self.rest.close()
         await self.admin.close()
 
@@ -186,5 +194,7 @@ async def start_management(state_dir: Path, host: str = "", rest_port: int = RES
     except BaseException:
         await rest.close()
         raise
+    watch = asyncio.get_running_loop().create_task(
+        admin_ui.events.watch(functools.partial(status.snapshot, state_dir)))
     return Management(rest, admin, certificate, fingerprint, host,
-                      wizard.token if wizard is not None else None)
+                      wizard.token if wizard is not None else None, watch)

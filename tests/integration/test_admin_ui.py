@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -343,3 +344,28 @@ def test_system_page_off_an_appliance_says_why(server: Running) -> None:
     cookie = session_cookie(login(server))
     page = admin(server, "GET", "/system", cookie=cookie)
     assert page.status == 200 and b"Root slots:" in page.body and b'id="upload"' not in page.body
+
+
+def test_health_changes_are_recorded_with_no_page_open(tmp_path: Path) -> None:
+    """The management process watches the workers' merged status itself: a node going
+    down lands in the event log although nobody requests a page."""
+    write_users(tmp_path)
+    status.run_folder(tmp_path).mkdir(parents=True, exist_ok=True)
+
+    def worker_says(state: str) -> None:
+        status.write_worker_status(tmp_path, 0, {"pools": {"web": {"nodes": {
+            "192.0.2.7:80": {"state": state, "connections": 0, "requests": 0,
+                             "failures": 0}}}}})
+
+    events = tmp_path / "runtime/events.jsonl"
+    with running(tmp_path):
+        worker_says("alive")
+        time.sleep(1.5)  # the watcher reads every second: it has seen "alive" by now
+        worker_says("dead")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+                events.exists() and "alive -> dead" in events.read_text()):
+            time.sleep(0.1)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["kind"], e["text"]) for e in lines if e["kind"] == "health"] == [
+        ("health", "pool web: node 192.0.2.7:80 alive -> dead")]

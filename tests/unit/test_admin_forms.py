@@ -102,3 +102,33 @@ def test_the_runtime_starts_without_importing_jinja2() -> None:
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_the_event_log_watches_health_by_itself(tmp_path: Path) -> None:
+    """EventLog.watch records each change once, forgets removed nodes, and survives a
+    snapshot that fails to read."""
+    import asyncio
+
+    log = EventLog(tmp_path)
+    states = iter(["alive", "alive", "dead", "dead", None, "gone", "alive", "dead"])
+    finished = asyncio.Event()
+
+    def snapshot() -> dict[str, object]:
+        state = next(states, "end")
+        if state is None:
+            raise ValueError("a half-written status file")
+        if state == "end":
+            finished.set()
+            return {}
+        if state == "gone":
+            return {"pools": {}}
+        return {"pools": {"web": {"nodes": {"a:80": {"state": state}}}}}
+
+    async def main() -> None:
+        task = asyncio.create_task(log.watch(snapshot, interval=0.001))
+        await asyncio.wait_for(finished.wait(), 10)
+        task.cancel()
+
+    asyncio.run(main())
+    assert [e["text"] for e in reversed(log.recent()) if e["kind"] == "health"] == [
+        "pool web: node a:80 alive -> dead", "pool web: node a:80 alive -> dead"]
