@@ -18,7 +18,12 @@ from lockgate.runtime.serve import reload_command, serve_command  # noqa: E402  
 group.add_command(serve_command)
 group.add_command(reload_command)
 
-from lockgate.runtime.cluster.cli import cluster_command, join_command  # noqa: E402  (clustering)
+from lockgate.runtime.cluster.cli import (  # noqa: E402  (clustering)
+    cluster_command,
+    join_command,
+    upgrade_cluster_command,
+)
 
 group.add_command(join_command)
 group.add_command(cluster_command)
+group.add_command(upgrade_cluster_command)

@@ -141,3 +141,55 @@ def cluster_status_command(state_dir: Path, as_json: bool) -> None:
         return
     for line in render(doc):
         click.echo(line)
+
+
+@click.command("upgrade-cluster")
+@click.option("--package", "package", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The upgrade bundle (lockgate image build --formats upgrade).")
+@click.option("--mode", type=click.Choice(["info", "install"]), required=True,
+              help="info: show what would be done; install: upgrade every member.")
+@click.option("--no-restart", is_flag=True,
+              help="Install on every member but reboot none (each boots it at its next "
+                   "restart).")
+@click.option("--no-rollback", is_flag=True,
+              help="When a member fails, leave the members already upgraded as they are "
+                   "[default: switch them all back].")
+@click.option("--user", default="admin", show_default=True, help="The cluster's admin user.")
+@click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Read the admin password from this file [default: prompt].")
+@click.option("--rest-port", type=click.IntRange(1, 65535), default=9070, show_default=True,
+              help="The members' REST API port.")
+@click.option("--member-timeout", type=click.FloatRange(10, 7200), default=900.0,
+              show_default=True, help="Seconds each member has to come back healthy.")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False),
+              default=STATE_DIR, show_default=True)
+def upgrade_cluster_command(package: Path, mode: str, no_restart: bool, no_rollback: bool,
+                            user: str, password_file: Path | None, rest_port: int,
+                            member_timeout: float, state_dir: Path) -> None:
+    """Upgrade every cluster member, one at a time, through its REST API; roll them all
+    back if one fails."""
+    from lockgate.runtime.cluster.state import load_cluster
+    from lockgate.runtime.cluster.upgrade import ClusterUpgrade, basic_authorization
+
+    cluster = load_cluster(state_dir)
+    if cluster is None:
+        raise Failure("this appliance is not in a cluster; upgrade it with 'upgrade FILE'")
+    if password_file is not None:
+        password = password_file.read_text().rstrip("\r\n")
+    else:
+        password = click.prompt(f"Password of {user} on the cluster", hide_input=True)
+    job = ClusterUpgrade(cluster, package, basic_authorization(user, password), click.echo,
+                         rest_port=rest_port, member_timeout=member_timeout,
+                         rollback=not no_rollback)
+    if mode == "info":
+        job.info()
+    else:
+        job.install(restart=not no_restart)
+
+
+def upgrade_cluster_main() -> None:
+    """``upgrade-cluster``, the reference product's command name on the appliance."""
+    from lockgate.cli import run_command
+
+    run_command(upgrade_cluster_command, None, "upgrade-cluster")

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
@@ -352,6 +353,41 @@ def read_url(
         f"{elapsed:.1f} s ({why}); last problem: {last_problem}",
         url=url, tries=tries, elapsed=elapsed, last_problem=last_problem, status=last_status,
     )
+
+
+def upload_file(url: str, path: Path, *, method: str = "PUT",
+                headers: Mapping[str, str] | None = None, timeout: float = 60.0,
+                pin_sha1: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                max_bytes: int = MAX_BODY) -> Response:
+    """Send the file at ``path`` as the body, streamed from disk (a bundle of hundreds of
+    MiB is never held in memory); one try, since a large upload is not repeated blindly.
+    ``timeout`` bounds each socket operation, not the whole upload."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    send = {"Content-Type": "application/octet-stream", **(headers or {}),
+            "Content-Length": str(path.stat().st_size), "Connection": "close"}
+    pin = normalize_fingerprint(pin_sha1) if pin_sha1 is not None else None
+    started = time.monotonic()
+    conn: http.client.HTTPConnection | None = None
+    try:
+        conn = _connect(parts.scheme, parts.hostname, parts.port, timeout, ssl_context, pin)
+        with path.open("rb") as body:
+            conn.request(method, target, body=body, headers=send)
+        reply = conn.getresponse()
+        payload = _read_body(reply, conn, time.monotonic() + timeout, max_bytes)
+        return Response(reply.status, reply.headers, payload, url, reply.reason)
+    except _Pinned as exc:
+        raise PinMismatch(f"{method} {url}: {exc}", url=url, tries=1,
+                          elapsed=time.monotonic() - started, last_problem=str(exc)) from None
+    except (OSError, http.client.HTTPException, _TooLarge) as exc:
+        problem = _describe(exc)
+        raise UrlError(f"{method} {url}: {problem}", url=url, tries=1,
+                       elapsed=time.monotonic() - started, last_problem=problem) from exc
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def fingerprint_pinned_request(url: str, fingerprint: str, **kwargs: object) -> Response:
