@@ -18,9 +18,13 @@ backend that answers with the member's name.
   bench) and every "traffic IP ... raised here" logged meanwhile is counted: with
   nobody killed, each one is a false takeover.
 
-keepalived is not installed on this machine, so its figures are reported as absent
-(``keepalived_kill_ms: null`` and the reason).
-Needs root, ``ip`` and (for the soak) ``wrk``.
+* ``failover_vip_left_after_kill``: whether a killed member still had the IP up (it
+  must not: its guard drops it).
+* ``keepalived_failover_kill_ms`` (defaults) and ``keepalived_failover_kill_ms_fast``
+  (VRRPv3, 0.1 s adverts), ``keepalived_vip_left_after_kill``: keepalived in the same
+  namespaces in the same run, after our members stopped
+  (:mod:`lockgate.benchmarks.keepalived`); null with the reason when it is not installed.
+Needs root, ``ip``, (for the soak) ``wrk`` and (for the reference) ``keepalived``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 
 from lockgate import proc
 from lockgate.benchmarks.cluster import Topology
+from lockgate.benchmarks.keepalived import run_keepalived
 from lockgate.benchmarks.report import rounded, say, table
 from lockgate.benchmarks.servers import Child, lockgate_argv, start_long_lived
 from lockgate.runtime.cluster.state import ClusterState, Member, save_cluster
@@ -291,8 +296,9 @@ class Poller:
         self.close()
 
 
-def measure_kill(cluster: FtCluster, vip: str) -> float:
+def measure_kill(cluster: FtCluster, vip: str, left: list[bool] | None = None) -> float:
     """SIGKILL the holder of ``vip``: seconds to the first answer from another member.
+    Whether the IP was still up on the killed member then is appended to ``left``.
     The killed member is started again and the IPs settle before it returns."""
     holder = cluster.wait_assigned()[vip]
     victim = cluster.member(holder)
@@ -300,6 +306,8 @@ def measure_kill(cluster: FtCluster, vip: str) -> float:
         killed = time.monotonic()
         victim.kill()
         took = poller.first_from({m.name for m in cluster.members} - {holder}, killed)
+    if left is not None:
+        left.append(vip in victim.addresses())
     victim.start()
     cluster.wait_assigned()
     return took
@@ -353,12 +361,13 @@ def run_failover(rounds: int = ROUNDS, soak_s: float = SOAK_S) -> dict[str, Any]
                 "false_takeovers": None, "failover_skipped": why}
     kills: list[float] = []
     cuts: list[float] = []
+    left: list[bool] = []
     with (tempfile.TemporaryDirectory(prefix="lockgate-failover-") as tmp,
           FtCluster(Path(tmp)) as cluster):
         cluster.wait_assigned()
         for r in range(rounds):
             vip = cluster.vips[r % len(cluster.vips)]
-            kills.append(measure_kill(cluster, vip))
+            kills.append(measure_kill(cluster, vip, left))
             say(f"failover: SIGKILL round {r + 1}: {kills[-1] * 1000:.0f} ms")
         for r in range(rounds):
             vip = cluster.vips[r % len(cluster.vips)]
@@ -368,22 +377,30 @@ def run_failover(rounds: int = ROUNDS, soak_s: float = SOAK_S) -> dict[str, Any]
         if soak_s > 0 and proc.which("wrk") is not None:
             say(f"failover: {soak_s:.0f} s of wrk load on every traffic IP")
             false = soak(cluster, soak_s)
-    keepalived = None if proc.which("keepalived") is None else "installed but not measured"
+        # The reference, in the same namespaces, once ours are gone.
+        for m in cluster.members:
+            m.stop()
+        say("failover: keepalived in the same namespaces (defaults, then 0.1 s adverts)")
+        reference = run_keepalived(cluster.topo, cluster.topo.client, cluster.vips[0],
+                                   Path(tmp), rounds)
+        say(f"failover: keepalived {reference}")
     return {
         "failover_kill_ms": rounded(statistics.median(kills) * 1000, 1),
         "failover_kill_ms_max": rounded(max(kills) * 1000, 1),
         "failover_linkdown_ms": rounded(statistics.median(cuts) * 1000, 1),
         "false_takeovers": false,
         "false_takeovers_soak_s": soak_s if false is not None else None,
-        "keepalived_kill_ms": None,
-        "keepalived_note": keepalived or "keepalived not installed",
+        "failover_vip_left_after_kill": any(left),
+        **reference,
     }
 
 
 def tables(data: dict[str, Any]) -> list[str]:
     rows = [[key, str(data.get(key))] for key in (
         "failover_kill_ms", "failover_kill_ms_max", "failover_linkdown_ms", "false_takeovers",
-        "false_takeovers_soak_s", "keepalived_note")]
+        "false_takeovers_soak_s", "failover_vip_left_after_kill", "keepalived_failover_kill_ms",
+        "keepalived_failover_kill_ms_fast", "keepalived_vip_left_after_kill",
+        "keepalived_note")]
     return [table(["measure", "value"], rows, "Traffic-IP failover (defaults, 3 members)")]
 
 
