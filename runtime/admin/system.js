@@ -21,28 +21,37 @@
     }
     var restart = document.getElementById("upload-restart").checked ? "yes" : "no";
     button.disabled = true;
-    say("Uploading and installing " + file.name + " (" + Math.round(file.size / 1048576) +
-        " MiB)...", false);
-    fetch("/system/upgrade?confirm=yes&restart=" + restart, {
-      method: "PUT", body: file, credentials: "same-origin", cache: "no-store",
-      headers: {"Content-Type": "application/octet-stream",
-                "X-Lockgate-CSRF": form.getAttribute("data-csrf")}
-    }).then(function (response) {
-      return response.json().then(function (doc) { return [response.status, doc]; },
-                                  function () { return [response.status, {}]; });
-    }).then(function (result) {
-      var doc = result[1];
+    var mib = (file.size / 1048576).toFixed(1);
+    say("Uploading " + file.name + " (" + mib + " MiB)...", false);
+    // XMLHttpRequest rather than fetch: it reports the upload's progress. The browser
+    // sends the file from disk as the body; the appliance streams it to its data disk.
+    var xhr = new XMLHttpRequest();
+    xhr.open("PUT", "/system/upgrade?confirm=yes&restart=" + restart);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.setRequestHeader("X-Lockgate-CSRF", form.getAttribute("data-csrf"));
+    xhr.upload.onprogress = function (e) {
+      if (e.lengthComputable) {
+        var pct = Math.floor(100 * e.loaded / e.total);
+        say(pct < 100 ? "Uploading " + file.name + ": " + pct + " % of " + mib + " MiB" :
+            "Uploaded; verifying the signature and writing slot...", false);
+      }
+    };
+    xhr.onload = function () {
+      var doc = {};
+      try { doc = JSON.parse(xhr.responseText); } catch (ignored) { doc = {}; }
       button.disabled = false;
-      if (result[0] === 200) {
+      if (xhr.status === 200) {
         say("Installed " + doc.version + " into slot " + doc.slot +
             (doc.restart ? "; the appliance restarts into it now." :
              "; reload this page to see it."), false);
       } else {
-        say("Refused: " + (doc.error_text || ("HTTP " + result[0])), true);
+        say("Refused: " + (doc.error_text || ("HTTP " + xhr.status)), true);
       }
-    }, function (err) {
+    };
+    xhr.onerror = function () {
       button.disabled = false;
-      say("The upload failed: " + err, true);
-    });
+      say("The upload failed: the connection was lost.", true);
+    };
+    xhr.send(file);
   });
 }());
