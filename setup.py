@@ -25,6 +25,10 @@ import layout  # noqa: E402  (scripts/layout.py: standard library only)
 
 package_dir: dict[str, str] = {}
 for name, folder in layout.PARTS.items():
+    if not (HERE / folder).is_dir():
+        # The image build's copy for the appliance's wheel leaves the build-host-only
+        # image/ out (lockgate.image.build.install.HOST_ONLY); a checkout has every part.
+        continue
     package_dir[name] = folder
     for sub in find_packages(str(HERE / folder)):
         package_dir[f"{name}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"

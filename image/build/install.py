@@ -34,6 +34,13 @@ WHEEL_INPUTS = {"setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "READM
 # Never copied, at any depth: VCS data, environments, caches, build leftovers.
 SKIP = {".git", ".venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
         "node_modules"}
+# Build-host only, so left out of the appliance's wheel (paths in the checkout): the
+# image builder, its boot tool, publishers and cloud metadata emulators (all of
+# lockgate.image), the benchmarks and the demo. The appliance runs none of them, and
+# `lockgate image` there says it is build-host only (lockgate.cli). setup.py skips a
+# part whose folder is absent.
+HOST_ONLY = {"image", "src/lockgate/bench.py", "src/lockgate/benchmarks",
+             "src/lockgate/demo.py"}
 
 
 def _host_python() -> str:
@@ -63,14 +70,16 @@ def download_wheels(context: Context) -> Path:
 
 
 def skip_names(source: Path, skip_abs: set[Path]) -> Callable[[str, list[str]], set[str]]:
-    """shutil.copytree's ``ignore`` for what never goes into lockgate's wheel."""
+    """shutil.copytree's ``ignore`` for what never goes into lockgate's appliance wheel."""
     source = source.resolve()
+    host_only = {source / rel for rel in HOST_ONLY}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         here = Path(folder).resolve()
         top = here == source
         return {n for n in names if n in SKIP or (top and n not in WHEEL_INPUTS)
-                or n.endswith((".egg-info", ".so")) or (here / n) in skip_abs}
+                or n.endswith((".egg-info", ".so")) or (here / n) in skip_abs
+                or (here / n) in host_only}
 
     return ignore
 

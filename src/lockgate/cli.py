@@ -7,13 +7,14 @@ on the appliance's boot path never imports the image builder.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 
 import click
 
 from lockgate import __version__
-from lockgate.errors import LockgateError
+from lockgate.errors import Failure, LockgateError
 
 PARTS = {
     "image": ("lockgate.image.cli", "Build, boot and check appliance images."),
@@ -23,19 +24,30 @@ PARTS = {
 }
 
 
+def installed(name: str) -> bool:
+    """Whether this installation carries the part: the appliance's wheel leaves the
+    build-host-only ``lockgate.image`` out. Finds the package without importing it."""
+    package = PARTS[name][0].rsplit(".", 1)[0]
+    return importlib.util.find_spec(package) is not None
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(PARTS)
+        return sorted(name for name in PARTS if installed(name))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in PARTS:
             return None
+        if not installed(cmd_name):
+            raise Failure(f"'lockgate {cmd_name}' is build-host only: this installation (the "
+                          f"appliance) does not carry {PARTS[cmd_name][0].rsplit('.', 1)[0]}. "
+                          "Run it where lockgate is installed from its source checkout.")
         module = importlib.import_module(PARTS[cmd_name][0])
         command: click.Command = module.group
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, PARTS[name][1]) for name in sorted(PARTS)]
+        rows = [(name, PARTS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

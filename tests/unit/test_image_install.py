@@ -1,4 +1,4 @@
-"""lockgate's wheel for the image: built from a clean copy, with every part and its data."""
+"""lockgate's wheel for the image: built from a clean copy, with what the appliance runs."""
 
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ def test_wheel_has_all_parts_and_unit_files(tmp_path: Path) -> None:
     ctx.work_dir.mkdir(parents=True)
     wheel = build_lockgate_wheel(ctx)
     names = set(zipfile.ZipFile(wheel).namelist())
-    for wanted in ("lockgate/cli.py", "lockgate/image/build/pipeline.py",
-                   "lockgate/image/templates/grub.cfg.j2", "lockgate/image/profiles/appliance.yaml",
-                   "lockgate/firstboot/units/lockgate-firstboot.service",
+    for wanted in ("lockgate/cli.py", "lockgate/firstboot/units/lockgate-firstboot.service",
                    "lockgate/runtime/units/lockgate.service"):
         assert wanted in names, wanted
+    # Build-host only (install.HOST_ONLY): the image builder, emulators, benchmarks, demo.
+    assert not any(n.startswith(("lockgate/image/", "lockgate/benchmarks/"))
+                   or n in ("lockgate/bench.py", "lockgate/demo.py") for n in names)
     assert not any(n.startswith(("tests/", "build/", "lockgate/tests/")) for n in names)
     assert not any("__pycache__" in n for n in names)
     # The checkout itself is left as it was: no build/ or egg-info written into it.
@@ -39,6 +40,7 @@ def test_wheel_cache_key_follows_the_wheel_inputs_only(tmp_path: Path) -> None:
     src = tmp_path / "checkout"
     for rel, text in {"setup.py": "setup()", "runtime/proxy/http1.py": "x = 1",
                       "docs/runtime-config.md": "# doc", "tests/unit/test_x.py": "",
+                      "src/lockgate/bench.py": "", "image/cloudemu/ec2.py": "",
                       "runtime/proxy/http1.cpython-311-x86_64-linux-gnu.so": "built"}.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
@@ -53,6 +55,8 @@ def test_wheel_cache_key_follows_the_wheel_inputs_only(tmp_path: Path) -> None:
     (src / "tests/unit/test_x.py").write_text("assert True")
     (src / "runtime/proxy/http1.cpython-311-x86_64-linux-gnu.so").write_text("rebuilt")
     (out / "lockgate.raw").write_text("an artifact")
+    (src / "src/lockgate/bench.py").write_text("edited = True")  # build-host only
+    (src / "image/cloudemu/ec2.py").write_text("edited = True")
     assert key() == first  # none of that is built into the wheel
     (src / "runtime/proxy/http1.py").write_text("x = 2")
     assert key() != first

@@ -155,3 +155,79 @@ def test_wheel_ships_the_proxy_core_compiled_and_installed_it_runs(
     env["PYTHONPATH"] = str(target)
     build, file = _run([sys.executable, "-c", code], cwd=wheel_dir, env=env).stdout.split()
     assert build == "compiled" and Path(file).is_relative_to(target)
+
+
+# What the appliance runs, and what only the build host does (image/build/install.py).
+APPLIANCE_PARTS = ("lockgate/cli.py", "lockgate/http.py", "lockgate/firstboot/service.py",
+                   "lockgate/firstboot/units/lockgate-firstboot.service",
+                   "lockgate/firstboot/wizard/finish.py", "lockgate/runtime/serve.py",
+                   "lockgate/runtime/tls.py", "lockgate/runtime/units/lockgate.service",
+                   "lockgate/runtime/system/bundle.py")
+HOST_ONLY_PREFIXES = ("lockgate/image/", "lockgate/benchmarks/", "lockgate/bench.py",
+                      "lockgate/demo.py")
+
+
+@pytest.fixture(scope="module")
+def appliance_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(wheel, install target) of the wheel the image build installs on the appliance,
+    built by the image build's own code (pure Python here: the file list is the point)."""
+    from lockgate.image.build.context import Context
+    from lockgate.image.build.install import build_lockgate_wheel
+    from lockgate.image.build.profile import load_profile
+
+    tmp = tmp_path_factory.mktemp("appliance-wheel")
+    profile = load_profile(REPO / "image/profiles/appliance.yaml")
+    ctx = Context(profile=profile, version="1.0", source_date_epoch=1700000000,
+                  formats=("raw",), out_dir=tmp / "out", cache_dir=tmp / "cache")
+    ctx.work_dir.mkdir(parents=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOCKGATE_COMPILE", "0")
+        wheel = build_lockgate_wheel(ctx)
+    target = tmp / "target"
+    _run([str(VENV_BIN / "pip"), "install", "--no-deps", "-q", "--target", str(target), str(wheel)])
+    return wheel, target
+
+
+def test_appliance_wheel_carries_runtime_and_firstboot_but_no_build_host_code(
+        appliance_wheel: tuple[Path, Path]) -> None:
+    wheel, _ = appliance_wheel
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for wanted in APPLIANCE_PARTS:
+        assert wanted in names, wanted
+    assert any(n.startswith("lockgate/firstboot/datasources/") for n in names)
+    leaked = sorted(n for n in names if n.startswith(HOST_ONLY_PREFIXES))
+    assert leaked == [], leaked
+    assert not any("cloudemu" in n or "publish" in n for n in names)
+    record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+    with zipfile.ZipFile(wheel) as archive:
+        assert b"lockgate/image/" not in archive.read(record)
+
+
+def test_appliance_lockgate_offers_no_build_host_commands(
+        appliance_wheel: tuple[Path, Path], tmp_path: Path) -> None:
+    _, target = appliance_wheel
+    # Only the installed wheel: the checkout's editable install must not fill the gaps.
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path\n"
+            "                    if 'editable' not in getattr(f, '__module__', '')]\n"
+            "from lockgate.cli import main\nmain(sys.argv[1:])\n")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+
+    def lockgate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path, env=env, check=False)
+
+    help_text = lockgate("--help")
+    assert help_text.returncode == 0, help_text.stderr
+    commands = help_text.stdout.split("Commands:", 1)[1].split()
+    assert "image" not in commands
+    assert {"firstboot", "runtime", "system"} <= set(commands)
+    image = lockgate("image", "build", "--help")
+    assert image.returncode == 1
+    assert image.stderr.startswith("error: 'lockgate image' is build-host only")
+    assert len(image.stderr.splitlines()) == 1 and "Traceback" not in image.stderr
+    firstboot = lockgate("firstboot", "parse", "password=Secret-123 accept_license=yes",
+                         "--json")
+    assert firstboot.returncode == 0, firstboot.stderr
+    assert json.loads(firstboot.stdout)["accept_license"] is True
