@@ -112,6 +112,19 @@ def show_wizard(vm: Any) -> None:
     ]))
 
 
+def cluster_host(metadata_hostname: str | None, admin_url: str | None) -> str:
+    """The ``cluster_host`` a peer is given: the host name the appliance itself uses, which
+    first boot takes from the cloud's metadata (``host_name_for``, the appliance's own rule)
+    and which z-initial-config's clone/cluster user-data prints; the address only when the
+    cloud gives no usable name."""
+    from lockgate.firstboot.apply.access import host_name_for
+
+    name = host_name_for(metadata_hostname) if metadata_hostname else None
+    if name:
+        return name
+    return (admin_url or "https://<appliance-ip>:9090").split("//")[1].rsplit(":", 1)[0]
+
+
 def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
          timeout: float, with_user_data: bool = True) -> None:
     from lockgate.http import read_url
@@ -162,7 +175,7 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
             if resp.status != 200:
                 raise LockgateError(f"{proxied} answered {resp.status}, not 200")
             t_proxied = vm.elapsed
-            guest_ip = (serving.admin or "https://<appliance-ip>:9090").split("//")[1].rsplit(":", 1)[0]
+            host = cluster_host(vm.route.hostname, serving.admin)
             say("\n".join([
                 "",
                 f"  Admin UI:            {vm.url(9090)}/   (user admin, password {password})",
@@ -171,7 +184,7 @@ def demo(image: Path, *, firmware: str, accel: str, exit_after_ready: bool,
                 f"  through the proxy:   curl -sS {proxied}",
                 f"  VM start -> ready {t_ready:.1f} s, -> first proxied 200 {t_proxied:.1f} s",
                 "  user-data for another appliance that joins this one's cluster:",
-                f"    password={password} accept_license=y cluster_host={guest_ip}:9090 "
+                f"    password={password} accept_license=y cluster_host={host}:9090 "
                 f"cluster_fingerprint={fp}",
                 "  user-data for a stand-alone clone: password=<new> accept_license=y",
                 "",
