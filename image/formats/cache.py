@@ -8,7 +8,8 @@ with ``key`` the sha256 of
 * the artifact's file name (the version is in it) and ``SOURCE_DATE_EPOCH``,
 * the profile's digest (the VHD's unique id and the root slot's size derive from it),
 * the sha256 of the format's own module (a changed writer writes anew),
-* the version of each program the writer runs (``qemu-img --version`` ...),
+* the version of each program the writer runs (``qemu-img --version`` ...; for
+  ``vmdk``, written in Python, zlib's),
 * for ``upgrade``: the kernel, its command line, the machine architecture, the
   signing key's id and the source of the bundle layout module (its root
   filesystem is the raw disk's root-a partition).
@@ -40,7 +41,6 @@ ENTRY = "entry.json"
 # The programs each format runs: their versions are part of its key.
 TOOLS: dict[str, tuple[tuple[str, ...], ...]] = {
     "qcow2": (("qemu-img", "--version"),),
-    "vmdk": (("qemu-img", "--version"),),
     "vhd": (("qemu-img", "--version"), ("cp", "--version")),
     "gce": (("tar", "--version"), ("pigz", "--version")),
     "upgrade": (("zstd", "--version"),),
@@ -73,7 +73,15 @@ def _upgrade_params(context: Context) -> dict[str, Any]:
             "signing_key": keys.key_id(key.public_key().public_bytes_raw()) if key else None}
 
 
-EXTRA: dict[str, Callable[[Context], dict[str, Any]]] = {"upgrade": _upgrade_params}
+def _vmdk_params(context: Context) -> dict[str, Any]:
+    import zlib
+
+    # The VMDK writer compresses with the zlib Python is linked to, not with a program.
+    return {"zlib": zlib.ZLIB_RUNTIME_VERSION}
+
+
+EXTRA: dict[str, Callable[[Context], dict[str, Any]]] = {"upgrade": _upgrade_params,
+                                                         "vmdk": _vmdk_params}
 SUFFIX = {"qcow2": "qcow2", "vhd": "vhd", "vmdk": "vmdk", "gce": "gce.tar.gz",
           "upgrade": "upgrade"}
 

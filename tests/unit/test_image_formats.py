@@ -133,6 +133,66 @@ def test_vmdk_is_stream_optimized(context: Context) -> None:
                    capture_output=True)
 
 
+def _vmdk_disk(context: Context) -> Path:
+    """The fixture's disk plus an allocated all-zero grain and data in its last, partial grain."""
+    disk = context.disk_image
+    with disk.open("r+b") as f:
+        f.seek(2 * MiB)
+        f.write(bytes(vmdk.GRAIN))  # allocated, but zeros: no grain is stored for it
+        f.seek(5 * MiB + 512)
+        f.write(b"tail" * 128)
+    return disk
+
+
+def test_vmdk_converts_back_to_the_raw_disk(context: Context, tmp_path: Path) -> None:
+    disk = _vmdk_disk(context)
+    art = vmdk.write(context)
+    subprocess.run(["qemu-img", "check", "-f", "vmdk", str(art.path)], check=True,
+                   capture_output=True)
+    info = qemu_info(art.path, "vmdk")
+    assert info["virtual-size"] == disk.stat().st_size
+    specific = info["format-specific"]
+    assert isinstance(specific, dict)
+    assert specific["data"]["create-type"] == "streamOptimized"
+    assert specific["data"]["extents"][0]["compressed"] is True
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw", str(art.path), str(back)],
+                   check=True)
+    assert back.read_bytes() == disk.read_bytes()
+    # Two data grains (the fixture's text, the tail) and nothing for the zeros.
+    with art.path.open("rb") as f:
+        layout = vmdk.Layout(disk.stat().st_size)
+        f.seek(layout.grain_offset * vmdk.SECTOR)
+        markers = f.read()
+    assert len(markers) == 3 * vmdk.SECTOR  # two short grains and the end-of-stream marker
+
+
+def test_vmdk_at_level_6_is_qemu_imgs_file(context: Context, tmp_path: Path) -> None:
+    """The layout is qemu-img's: at its zlib level the bytes are the same up to the end of
+    the stream, where qemu-img leaves zero sectors (read as the end-of-stream marker)."""
+    disk = _vmdk_disk(context)
+    (tmp_path / "q").mkdir()
+    theirs = tmp_path / "q" / "same.vmdk"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o",
+                    "subformat=streamOptimized", str(disk), str(theirs)], check=True)
+    vmdk.fix_cid(theirs, 0xC0FFEE)
+    ours = tmp_path / "same.vmdk"
+    vmdk.write_stream_optimized(disk, ours, 0xC0FFEE, level=6)
+    a, b = theirs.read_bytes(), ours.read_bytes()
+    end = len(b) - vmdk.SECTOR
+    assert a[:end] == b[:end]
+    assert a[end:] == bytes(len(a) - end)
+    assert b[end:] == bytes(vmdk.SECTOR)
+
+
+def test_vmdk_bytes_do_not_depend_on_the_thread_count(context: Context, tmp_path: Path) -> None:
+    disk = _vmdk_disk(context)
+    one, four = tmp_path / "one.vmdk", tmp_path / "four.vmdk"
+    vmdk.write_stream_optimized(disk, one, 7, threads=1, name="x.vmdk")
+    vmdk.write_stream_optimized(disk, four, 7, threads=4, name="x.vmdk")
+    assert one.read_bytes() == four.read_bytes()
+
+
 def test_vmdk_cid_fix_widens_a_short_cid(tmp_path: Path) -> None:
     """qemu-img writes the CID without leading zeros: a short one becomes 8 digits,
     the rest of the descriptor and of the file stays as it was."""
