@@ -433,23 +433,7 @@ class AdminUi:
                 versions += [(f"release {k}", str(v)) for k, v in sorted(release.items())]
         except (OSError, ValueError):
             pass  # not on an appliance image: no release record
-        members: list[dict[str, Any]] = []
-        cluster = getattr(self.rest, "cluster", None)  # what GET /api/tm/1.0/cluster shows
-        if cluster is not None:
-            with contextlib.suppress(Exception):  # the slot must never break the page
-                described = cluster.describe()
-                replicator = getattr(self.rest, "replicator", None)
-                links = replicator.status() if replicator is not None else {}
-                for member in described.get("members") or []:
-                    name = str(member.get("name", ""))
-                    link = links.get(name)
-                    health = ("this traffic manager" if name == described.get("name") else
-                              "connected" if link and link.get("connected") else
-                              f"not connected: {link.get('problem')}" if link else "unknown")
-                    members.append({"name": name, "fingerprint": member.get("fingerprint", ""),
-                                    "address": f"{member.get('address', '')}:"
-                                               f"{member.get('admin_port', '')}",
-                                    "health": health})
+        members = self._members()
         slots, slots_problem = self._slots()
         system = getattr(self.rest, "system", None)
         return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
@@ -458,6 +442,48 @@ class AdminUi:
                 "last_upgrade": system.last_upgrade if system is not None else {},
                 "inactive": next((v["slot"] for v in slots if not v["running"]),
                                  "b" if slots and slots[0]["slot"] == "a" else "a")}
+
+    def _members(self) -> list[dict[str, Any]]:
+        """The cluster's members: fingerprint, heartbeat state (the fault-tolerance
+        status: alive, dead, last heard), the traffic IPs each holds and the configuration
+        replication link to it. Empty when this process runs no cluster service."""
+        cluster = getattr(self.rest, "cluster", None)  # what GET /api/tm/1.0/cluster shows
+        if cluster is None:
+            return []
+        members: list[dict[str, Any]] = []
+        with contextlib.suppress(Exception):  # the slot must never break the page
+            from lockgate.runtime.cluster.status import cluster_status
+
+            described = cluster.describe()
+            replicator = getattr(self.rest, "replicator", None)
+            links = replicator.status() if replicator is not None else {}
+            try:
+                heard = {str(m.get("name")): m for m in
+                         cluster_status(self.store.state_dir).get("members") or []}
+            except Exception:  # no fault-tolerance status yet: the links still tell
+                heard = {}
+            for member in described.get("members") or []:
+                name = str(member.get("name", ""))
+                link = links.get(name)
+                beat = heard.get(name) or {}
+                parts = []
+                if name == described.get("name"):
+                    parts.append("this traffic manager")
+                else:
+                    state = beat.get("state")
+                    if state:
+                        ago = beat.get("last_heard_s")
+                        parts.append(str(state) + (f" (heard {ago:.1f} s ago)"
+                                                   if isinstance(ago, int | float) else ""))
+                    parts.append("configuration replication: " + (
+                        "connected" if link and link.get("connected") else
+                        f"not connected: {link.get('problem')}" if link else "unknown"))
+                members.append({"name": name, "fingerprint": member.get("fingerprint", ""),
+                                "address": f"{member.get('address', '')}:"
+                                           f"{member.get('admin_port', '')}",
+                                "health": "; ".join(parts),
+                                "holding": ", ".join(beat.get("holding") or [])})
+        return members
 
     def _slots(self) -> tuple[list[dict[str, Any]], str]:
         """The root slots as ``rollback-helper --json`` lists them, through the same machine

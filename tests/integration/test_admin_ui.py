@@ -369,3 +369,60 @@ def test_health_changes_are_recorded_with_no_page_open(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["kind"], e["text"]) for e in lines if e["kind"] == "health"] == [
         ("health", "pool web: node 192.0.2.7:80 alive -> dead")]
+
+
+class MemberAdmin:
+    """The Admin UI of a real ``lockgate runtime serve`` member, for login()/admin()."""
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+        self.admin_port = member.admin_port
+
+    def request(self, method: str, path: str, body: bytes | str | None = None,
+                port: int | None = None, headers: dict[str, str] | None = None) -> Reply:
+        import http.client
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the pins are checked in the cluster tests
+        conn = http.client.HTTPSConnection("127.0.0.1", port or self.admin_port,
+                                           context=context, timeout=15)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            reply = conn.getresponse()
+            return Reply(reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                         reply.read())
+        finally:
+            conn.close()
+
+
+def test_system_page_lists_cluster_members_with_fingerprints_and_health(tmp_path: Path) -> None:
+    """Two real members on loopback: tm1's System page shows tm2's fingerprint, its
+    heartbeat state and the configuration replication link, then tm2 leaving."""
+    from cluster_support import Member, wait_for
+    from test_runtime_support import free_port
+
+    a, b = (Member(name, tmp_path / name / "state", rest_port=free_port(),
+                   admin_port=free_port(), control_port=free_port()) for name in ("tm1", "tm2"))
+    try:
+        a.start()
+        b.start()
+        assert b.join(a, a.fingerprint).returncode == 0
+        ui = MemberAdmin(a)
+        cookie = session_cookie(login(ui))
+
+        def row(name: str) -> str:
+            page = admin(ui, "GET", "/system", cookie=cookie).body.decode()
+            found = re.search(rf"<tr><td>{name}</td>.*?</tr>", page)
+            return found.group(0) if found else ""
+
+        wait_for(lambda: "alive (heard" in row("tm2")
+                 and "configuration replication: connected" in row("tm2"), 20, step=0.2)
+        assert b.fingerprint in row("tm2") and a.fingerprint in row("tm1")
+        assert "this traffic manager" in row("tm1")
+        b.stop()
+        wait_for(lambda: "leaving" in row("tm2"), 10, step=0.2)
+    finally:
+        b.stop()
+        a.stop()
