@@ -171,7 +171,7 @@ class ClusterUpgrade:
         try:
             return read_header(self.package).version
         except Failure as exc:
-            raise Failure(f"{self.package}: {exc.format_message()}") from None
+            raise Failure(exc.format_message()) from None
 
     def survey(self) -> dict[str, str | None]:
         """Every member's running version; Failure naming the members that do not answer."""
