@@ -43,7 +43,12 @@ Say = Callable[[str], None]
 
 
 class MemberFailed(Exception):
-    """One member's upgrade went wrong: the message says which step and why."""
+    """One member's upgrade went wrong: the message says which step and why;
+    ``installed``: the member took the bundle (so a rollback must include it)."""
+
+    def __init__(self, message: str, installed: bool = False) -> None:
+        super().__init__(message)
+        self.installed = installed
 
 
 @dataclass
@@ -180,7 +185,7 @@ class ClusterUpgrade:
         for m in self.order:
             try:
                 found[m.name], _ = self.apis[m.name].running()
-            except (MemberFailed, OSError, Exception) as exc:  # UrlError, PinMismatch
+            except Exception as exc:  # MemberFailed, UrlError, PinMismatch: all reported
                 problems.append(f"{m.name} ({m.address}): {exc}")
         if problems:
             raise Failure("cannot reach every member, nothing changed: " + "; ".join(problems))
@@ -220,6 +225,10 @@ class ClusterUpgrade:
             if before[m.name] == version:
                 self.say(f"{tag}: already running {version}; skipped")
                 continue
+            if restart and m.name == self.cluster.name:
+                self.say(f"{tag}: this appliance's own member, last: run here, the command "
+                         "ends with its reboot (its trial boot's health check still rolls it "
+                         "back if the new version fails)")
             started = time.monotonic()
             try:
                 installed = self._install_one(m, version, restart, tag)
@@ -227,7 +236,7 @@ class ClusterUpgrade:
                     self._wait_back(m, version, expect_alive, tag, before[m.name])
             except MemberFailed as exc:
                 self.say(f"{tag}: FAILED: {exc}")
-                touched = [*done, m] if getattr(exc, "installed", False) else done
+                touched = [*done, m] if exc.installed else done
                 self._roll_back(touched, before, restart, expect_alive)
                 raise Failure(f"upgrade of {m.name} failed: {exc}"
                               + self._rolled_back_note(touched, before)) from None
@@ -249,9 +258,8 @@ class ClusterUpgrade:
             raise MemberFailed(f"the member refused the bundle (HTTP {status}): "
                                f"{_error_text(reply)}")
         if reply.get("version") != version:
-            failed = MemberFailed(f"installed {reply.get('version')}, not {version}")
-            failed.installed = True  # type: ignore[attr-defined]
-            raise failed
+            raise MemberFailed(f"installed {reply.get('version')}, not {version}",
+                               installed=True)
         self.say(f"{tag}: installed {version} in slot {reply.get('slot')}"
                  + ("; rebooting into it" if restart else ""))
         return reply
@@ -276,10 +284,8 @@ class ClusterUpgrade:
                 continue
             if running != version:
                 if went_down and running == old:
-                    failed = MemberFailed(f"came back running {old}, not {version} (its trial "
-                                          "boot of the new version failed)")
-                    failed.installed = True  # type: ignore[attr-defined]
-                    raise failed
+                    raise MemberFailed(f"came back running {old}, not {version} (its trial "
+                                       "boot of the new version failed)", installed=True)
                 last = f"still running {running}"
                 time.sleep(POLL)
                 continue
@@ -291,9 +297,8 @@ class ClusterUpgrade:
                 return
             last = f"running {version}; {problem}"
             time.sleep(POLL)
-        failed = MemberFailed(f"not back healthy within {self.member_timeout:g} s ({last})")
-        failed.installed = True  # type: ignore[attr-defined]
-        raise failed
+        raise MemberFailed(f"not back healthy within {self.member_timeout:g} s ({last})",
+                           installed=True)
 
     def _roll_back(self, touched: list[Member], before: dict[str, str | None], restart: bool,
                    expect_alive: set[str]) -> None:

@@ -183,3 +183,21 @@ def test_upgrade_cluster_rolls_back_the_upgraded_members_when_one_fails(
     assert "uploading" not in "".join(line for line in done.stdout.splitlines()
                                       if line.startswith("[3/3]"))  # tm1 never touched
     assert all(len(h) == 1 for h in holders(topo, members).values())
+
+
+def test_upgrade_cluster_no_restart_installs_everywhere_and_reboots_nobody(
+        cluster: tuple[Topology, list[FakeMember], str], bundle: dict[str, Path]) -> None:
+    topo, members, password = cluster
+    before = holders(topo, members)
+    done = upgrade_cluster(topo, members[0], password, "--package", str(bundle["bundle"]),
+                           "--mode", "install", "--no-restart")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("installed; boots it at the next restart") == 3
+    assert "all 3 members have 2.0.0" in done.stdout and "rebooting" not in done.stdout
+    for m in members:
+        assert m.appliance is not None
+        assert m.version == "1.0.0"  # still running the old one
+        assert m.appliance.env["next_entry"] == "lockgate-2.0.0"  # the trial at next boot
+        assert m.child is not None and m.child.popen.poll() is None
+        assert m.child.output().count("lockgate-runtime: serving") == 1  # never restarted
+    assert holders(topo, members) == before
