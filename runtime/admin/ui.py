@@ -54,7 +54,8 @@ NOT_CONFIGURED = ("This appliance has not been configured yet: no admin user exi
 ALLOWED_METHODS = {"/": ("GET", "HEAD"), "/login": ("GET", "HEAD", "POST"), "/logout": ("POST",),
                    "/events": ("GET", "HEAD"), "/system": ("GET", "HEAD"),
                    "/status.json": ("GET", "HEAD"), "/system/switch": ("POST",),
-                   "/system/rollback": ("POST",), "/system/upgrade": ("PUT", "POST")}
+                   "/system/rollback": ("POST",), "/system/upgrade": ("PUT", "POST"),
+                   "/system/licence": ("POST",)}
 UPGRADE_PATH = "/system/upgrade"  # PUT: the bundle as the body, streamed (system.js sends it)
 CSRF_HEADER = "x-lockgate-csrf"  # the session's CSRF token on the upload (a PUT, not a form)
 CONFIG_PREFIX = "/config/"
@@ -149,6 +150,8 @@ class AdminUi:
         mark_authenticated()  # a live session: this connection keeps its slot under a flood
         if path == UPGRADE_PATH:
             return await self._upgrade(session, request)
+        if path == "/system/licence":
+            return await self._licence(session, request)
         if method == "POST":
             form = _form(request)
             if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
@@ -333,12 +336,12 @@ class AdminUi:
 
     # ---- system: versions, upgrade, switch, roll back -----------------------------------
     async def _system_page(self, session: Session, status: int = 200, notice: str = "",
-                           problem: str = "", confirm: dict[str, Any] | None = None
-                           ) -> Response:
+                           problem: str = "", confirm: dict[str, Any] | None = None,
+                           licence_error: str = "") -> Response:
         system = await asyncio.to_thread(self._system)
         return self._render(status, "system.html", session,
                             {**system, "notice": notice, "problem": problem,
-                             "confirm": confirm}, "/system")
+                             "confirm": confirm, "licence_error": licence_error}, "/system")
 
     async def _switch(self, session: Session, path: str, form: dict[str, str]) -> Response:
         """Switch GRUB's default (or roll back) through the REST API's code: the first POST
@@ -423,6 +426,42 @@ class AdminUi:
         response.headers.extend(headers)
         return response
 
+    async def _licence(self, session: Session, request: Request) -> Response:
+        """Install a licence key (checked as the runtime checks it) or go back to the
+        Community Edition; the workers pick the change up within a second."""
+        from lockgate.runtime.admin.wizard import _form as multipart_form
+        from lockgate.runtime.licence import MAX_KEY_BYTES, LicenceKeyError, check_key, key_file
+
+        form, upload = multipart_form(request)
+        if not hmac.compare_digest(form.get("csrf", "").encode(), session.csrf.encode()):
+            return self._page(403, "Forbidden", "<p>This form has no valid CSRF token: "
+                              "reload the page and try again.</p>")
+        path = key_file(self.store.state_dir)
+        if form.get("action") == "community":
+            await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+            await asyncio.to_thread(self.events.add, "licence",
+                                    f"{session.user} removed the licence key")
+            return await self._system_page(session, notice="The licence key was removed: "
+                                           "this traffic manager runs as the Community "
+                                           "Edition.")
+        if not upload:
+            return await self._system_page(session, 422, licence_error="Choose a licence key "
+                                           "file to upload.")
+        try:
+            if len(upload) > MAX_KEY_BYTES:
+                raise LicenceKeyError("the file is too big to be a lockgate licence key")
+            fields = check_key(upload)
+        except LicenceKeyError as exc:
+            return await self._system_page(session, 422, licence_error=str(exc))
+        from lockgate.files import atomic_write
+
+        await asyncio.to_thread(atomic_write, path, upload, 0o600)
+        serial = str(fields.get("serial") or "")
+        await asyncio.to_thread(self.events.add, "licence",
+                                f"{session.user} installed licence key {serial}".rstrip())
+        return await self._system_page(session, notice=f"Licence key {serial} installed; "
+                                       "its limits apply within a second.")
+
     def _system(self) -> dict[str, Any]:
         versions: list[tuple[str, str]] = [("lockgate", __version__)]
         try:
@@ -434,9 +473,12 @@ class AdminUi:
         except (OSError, ValueError):
             pass  # not on an appliance image: no release record
         members = self._members()
+        from lockgate.runtime.licence import licence_state
+
         slots, slots_problem = self._slots()
         system = getattr(self.rest, "system", None)
         return {"versions": versions, "fingerprint": self.fingerprint, "members": members,
+                "licence": licence_state(self.store.state_dir).as_dict(),
                 "config_version": self.store.version, "slots": slots,
                 "slots_problem": slots_problem,
                 "last_upgrade": system.last_upgrade if system is not None else {},

@@ -426,3 +426,55 @@ def test_system_page_lists_cluster_members_with_fingerprints_and_health(tmp_path
     finally:
         b.stop()
         a.stop()
+
+
+def test_system_page_installs_and_removes_a_licence_key(
+        server: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key checked as the runtime checks it (the reason next to the field, nothing
+    written when refused); its limits show at once; removing it returns to the CE."""
+    from licence_keys import signed_key, trust_issuer
+
+    from lockgate.runtime.licence import DEV_ENV, key_file
+
+    monkeypatch.delenv(DEV_ENV, raising=False)  # the suite's development licence
+    issuer = trust_issuer(tmp_path / "issuers", monkeypatch)
+    cookie = session_cookie(login(server))
+    page = admin(server, "GET", "/system", cookie=cookie)
+    csrf = csrf_of(page)
+    assert "community" in re.search(r'<table id="licence">.*?</table>', page.body.decode(),
+                                    re.S).group(0)  # type: ignore[union-attr]
+
+    def send(action: str, content: bytes, token: str = csrf) -> Reply:
+        boundary = "lockgate-licence-boundary"
+        body = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+            for k, v in (("csrf", token), ("action", action)))
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="licence_key"; '
+                 'filename="site.key"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 .encode() + content + f"\r\n--{boundary}--\r\n".encode())
+        return server.request("POST", "/system/licence", body, port=server.admin_port,
+                              headers={"Cookie": cookie, "Content-Type":
+                                       f"multipart/form-data; boundary={boundary}"})
+
+    key = signed_key(issuer, serial="L-0099", bandwidth_mbit_s=500, max_cluster_size=8)
+    assert send("install", key, token="forged").status == 403
+    for bad, reason in ((b"", "Choose a licence key"), (signed_key(None), "signature is invalid"),
+                        (signed_key(issuer, expires="2001-01-01"), "expired on 2001-01-01")):
+        refused = send("install", bad)
+        assert refused.status == 422
+        found = re.search(r'id="error-licence_key">([^<]*)<', refused.body.decode())
+        assert found and reason in found.group(1), refused.body[-500:]
+        assert not key_file(server.state_dir).exists()
+    done = send("install", key)
+    assert done.status == 200 and b"Licence key L-0099 installed" in done.body
+    assert key_file(server.state_dir).read_bytes() == key
+    assert key_file(server.state_dir).stat().st_mode & 0o077 == 0
+    text = done.body.decode()
+    assert "licensed (key L-0099)" in text and "500 Mb/s" in text and "at most 8" in text
+    rest = server.api("GET", "/api/tm/1.0/status/local_tm/licence").json()
+    assert "L-0099" in json.dumps(rest)  # what the runtime applies
+    removed = send("community", b"")
+    assert removed.status == 200 and not key_file(server.state_dir).exists()
+    assert "community" in removed.body.decode()
+    events = admin(server, "GET", "/events", cookie=cookie).body.decode()
+    assert "installed licence key L-0099" in events and "removed the licence key" in events
