@@ -10,10 +10,14 @@ up on two members for longer than one ``monitor_timeout``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns_support import skip_unless_root
@@ -28,6 +32,34 @@ TABLE = "lockgate_partition"
 def nft(ns: str, script: str) -> None:
     subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True,
                    check=True, capture_output=True, timeout=30)
+
+
+def status(state_dir: Path) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-m", "lockgate", "runtime", "cluster", "status",
+                             "--json", "--state-dir", str(state_dir)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def settled(state_dir: Path, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The status once ``check`` holds, or after 5 s (the runtime rewrites its file at
+    once on a change, in a thread, so a read can be a moment behind)."""
+    deadline = time.monotonic() + 5
+    while True:
+        doc = status(state_dir)
+        if check(doc) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
+def states(doc: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["state"] for m in doc["members"]}
+
+
+def ips(doc: dict[str, Any]) -> dict[str, str | None]:
+    return {ip["ip"]: ip["held_by"] for g in doc["traffic_ip_groups"] for ip in g["ips"]}
 
 
 def test_partition_doubles_ips_and_healing_leaves_each_on_one_member(tmp_path: Path) -> None:
@@ -57,6 +89,14 @@ table inet {TABLE} {{
         print(f"during the partition: {held}")
         assert split, f"each side did not take the other's IPs: {held}"
         assert len(held[vip1]) == 2  # m1's own IP: on m1 and on one of the other half
+        # What `lockgate runtime cluster status` shows on each side: the other side dead,
+        # every IP it can see held by its own side.
+        seen = settled(m1.state_dir, lambda d: states(d) == {
+            "m1": "self", "m2": "dead", "m3": "dead"} and set(ips(d).values()) == {"m1"})
+        assert states(seen) == {"m1": "self", "m2": "dead", "m3": "dead"}
+        assert set(ips(seen).values()) == {"m1"}
+        other = settled(m2.state_dir, lambda d: states(d)["m1"] == "dead")
+        assert states(other) == {"m1": "dead", "m2": "self", "m3": "alive"}
 
         nft(m1.ns, f"delete table inet {TABLE}\n")
         healed = time.monotonic()
@@ -65,6 +105,7 @@ table inet {TABLE} {{
         print(f"healed: every IP on one member after {took * 1000:.0f} ms: {after}")
         assert took <= MONITOR_TIMEOUT + SLACK
         assert after[vip1] == "m1"  # the home of a doubled IP keeps it
+        assert ips(settled(m1.state_dir, lambda d: ips(d) == after)) == after
         # And it stays that way (no flapping once the beats agree).
         time.sleep(2 * MONITOR_TIMEOUT)
         assert cluster.wait_assigned(timeout=1) == after
