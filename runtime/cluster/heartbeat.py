@@ -147,7 +147,9 @@ class Peers:
         return beat
 
     def live(self, now: float) -> frozenset[str]:
-        return frozenset(name for name, p in self.state.items()
+        # list(): the status may be read from another thread (the Admin UI's) while a
+        # first beat from a member adds its entry.
+        return frozenset(name for name, p in list(self.state.items())
                          if not p.leaving and now - p.heard <= self.timeout)
 
     def serving(self, now: float) -> dict[str, frozenset[str]]:

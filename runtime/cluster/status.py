@@ -6,6 +6,9 @@ traffic IP -- one JSON document for the REST API, the CLI and the Admin UI.
     from lockgate.runtime.cluster.status import cluster_status
     doc = cluster_status(state_dir)
 
+It may be called on serve's event loop (an Admin UI or REST handler) or from any
+thread; it never blocks on the network (a file read at most).
+
 Inside ``lockgate runtime serve`` the fault-tolerance service registers itself
 (:func:`register`) and the document is made from its live state. Any other process
 (``lockgate runtime cluster status``) reads what the service last wrote to

@@ -469,13 +469,14 @@ class FaultToleranceService:
             return doc
         me = cluster.name
         mine_serving = sorted(self._serving())
-        holders: dict[str, list[str]] = {ip: [me] for ip in self.held}
+        held = sorted(self.held)  # one C-level copy: safe against the loop's changes
+        holders: dict[str, list[str]] = {ip: [me] for ip in held}
         members = []
         for m in cluster.members:
             if m.name == me:
                 members.append(ft_status.member_entry(
                     m, me, groups, state="self", alive=True, heard_at=None,
-                    serving=mine_serving, holding=sorted(self.held)))
+                    serving=mine_serving, holding=held))
                 continue
             peer = self.peers.state.get(m.name) if self.peers is not None else None
             live = peer is not None and self.peers is not None and m.name in self.peers.live(now)
