@@ -27,7 +27,9 @@ from lockgate.proc import run, which
 
 GiB = 1024 * 1024 * 1024
 MEMBER = "disk.raw"
-COMPRESSOR = "pigz -n -6"
+# Level 2, not gzip's default 6: measured on the 2 GiB appliance disk, 6.5 instead of
+# 16.3 CPU s for a 7 % larger tarball (155.7 vs 145.5 MB); the GCE import does not care.
+COMPRESSOR = "pigz -n -2"
 
 
 def padded_size(size: int) -> int:
