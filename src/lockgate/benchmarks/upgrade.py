@@ -16,6 +16,18 @@ SSH. Then, in the same VM and the same run, timed inside the guest:
 ``upgrade_apply_ratio`` is the first over the second (goal <= 1.5). The
 upgrade runs first (it reads the bundle cold); the baseline finds it in the page
 cache, which only favours the baseline.
+
+Then, on a fresh raw copy of v1's disk (``lockgate.benchmarks.powercut``):
+
+* ``powercut_runs`` / ``powercut_good_boots``: QEMU killed at each of the
+  :data:`~lockgate.benchmarks.powercut.FULL_POINTS` (slot write at 0-100 %,
+  every step of the GRUB entry/environment and record update, the trial boot
+  before its commit), each followed by a boot that must run a good version with
+  the REST API answering and the pool made before the cuts (goal: equal);
+* ``rollback_boots``: in the last boot v2 is installed and committed, then a
+  deliberately broken 3 (v1's root filesystem with a BENCH-ONLY drop-in that
+  keeps the runtime from starting, signed with the run's key) goes in through
+  ``upgrade``; the kernel boots until v2 runs again by itself (goal <= 2).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from lockgate.benchmarks.servers import lockgate_argv
 from lockgate.errors import Failure
 
 MIB = 1024 * 1024
-V1, V2 = "1.0.0-bench", "2.0.0-bench"
+V1, V2, V3 = "1.0.0-bench", "2.0.0-bench", "3.0.0-bench-broken"
 BUILD_TIMEOUT = 45 * 60
 BOOT_TIMEOUT = 900.0  # TCG on a busy host
 ON_DISK = "/var/lib/lockgate/bench.upgrade"
@@ -89,7 +101,8 @@ class _Guest:
 
 def run_upgrade(build_dir: Path) -> dict[str, Any]:
     """The JSON fields: upgrade_apply_s, upgrade_apply_baseline_s, upgrade_apply_ratio,
-    bundle_mib, qcow2_mib (and the apply's own "ready in" figure)."""
+    bundle_mib, qcow2_mib (and the apply's own "ready in" figure); powercut_runs,
+    powercut_good_boots, rollback_boots."""
     from lockgate.image.boot.overlay import make_overlay
     from lockgate.image.boot.vm import booted
     from lockgate.runtime.system import bundle as bundles
@@ -145,4 +158,59 @@ def run_upgrade(build_dir: Path) -> dict[str, Any]:
             "upgrade_apply_ratio": rounded(apply_s / baseline_s, 2) if baseline_s else None,
             "bundle_over_qcow2": rounded(bundle.stat().st_size / qcow2.stat().st_size, 2),
         })
+        result.update(_powercuts(raw, bundle, tmp, build_dir / ".bench-upgrade-logs"))
     return result
+
+
+def _powercuts(raw: Path, bundle: Path, tmp: Path, logs: Path) -> dict[str, Any]:
+    """powercut_runs, powercut_good_boots (and the seconds and boots they took),
+    rollback_boots; a failure ends the run with what was measured so far and the reason.
+    Each QEMU run's console goes to ``logs`` (kept for the reader of a failed run)."""
+    from lockgate.benchmarks import powercut
+    from lockgate.runtime.system.keys import load_private
+
+    disk = tmp / "powercut.raw"
+    proc.run(["cp", "--sparse=always", str(raw), str(disk)], timeout=600)
+    say(f"upgrade: making the broken {V3} (v1's root filesystem, the runtime kept from "
+        "starting)")
+    broken = powercut.derive_bundle(disk, tmp, V3, load_private(tmp / "sign.key"),
+                                    files=powercut.broken_runtime_files(V3))
+    logs.mkdir(exist_ok=True)
+    for old in logs.glob("powercut-*.log"):
+        old.unlink()
+    app = powercut.Appliance(disk, tmp, logs, V1, V2, say=say)
+    report = powercut.PowercutReport()
+    rollback: dict[str, Any] = {}
+    remote_broken = f"{powercut.DATA}/broken.upgrade"
+
+    def broken_trial(vm: Any) -> None:
+        say(f"upgrade: {V2} installed and committed, then the broken {V3}")
+        powercut.upgrade_and_commit(app, vm, powercut.BUNDLE, V2)
+        # Room on the data partition: v2's bundle out, the broken one in.
+        app.guest(vm, f"sudo -n rm -f {powercut.BUNDLE}")
+        app.guest(vm, f"sudo -n tee {remote_broken} >/dev/null", input=broken.read_bytes(),
+                  timeout=1200)
+        started = vm.elapsed
+        boots, _ = powercut.broken_trial(app, vm, remote_broken, V3, V2)
+        rollback.update(rollback_boots=boots, rollback_s=rounded(vm.elapsed - started, 1))
+
+    say(f"upgrade: {len(powercut.FULL_POINTS)} power cuts during upgrade {V1} -> {V2}")
+    error = None
+    try:
+        powercut.run_cuts(app, powercut.FULL_POINTS, bundle, report=report,
+                          then=broken_trial)
+    except Failure as exc:
+        error = str(exc).splitlines()[0]
+        say(f"upgrade: power cuts stopped: {error} (consoles: {logs})")
+    for outcome in report.outcomes:
+        say(f"upgrade: cut {outcome.point}: {outcome.version} (slot {outcome.slot}) "
+            f"{outcome.boot_s:.0f} s {outcome.note}")
+    return {
+        "powercut_runs": report.runs,
+        "powercut_good_boots": report.good_boots,
+        "powercut_s": rounded(report.seconds, 0),
+        "powercut_kernel_boots": report.kernel_boots,
+        "rollback_boots": rollback.get("rollback_boots"),
+        "rollback_s": rollback.get("rollback_s"),
+        **({"powercut_error": error} if error else {}),
+    }
