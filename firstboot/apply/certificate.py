@@ -5,8 +5,8 @@ fingerprint, so it has to exist before the traffic manager's first start. It
 is the runtime's own certificate (:func:`lockgate.runtime.tls.ensure_certificate`,
 the one implementation): the runtime later finds it and serves it on 9070 and
 9090 unchanged, so the fingerprint on the console, the one Services Director
-was given and the one served are the same. Every boot runs this step only when
-user-data is applied; an existing certificate is kept as it is.
+was given and the one served are the same. Like every apply step it runs on the
+boot that applies an instance's user-data; an existing certificate is kept as it is.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ the data partition (``lockgate.image.build.configure``):
   ``ConditionPathExists=!``).
 
 The wizard records its choices in ``config/time.json`` and
-``config/security.json``; first boot applies them at every boot
+``config/security.json`` and puts them into effect at once with the two
+functions below; first boot applies the records again at every boot
 (:func:`apply_recorded`). On the running appliance (``root`` is ``/``) a
 service whose file changed is restarted so the choice takes effect at once;
 elsewhere only the files change.
