@@ -171,6 +171,7 @@ class Context:
         self.now = loop.time()  # refreshed by the sweeper; timeouts need no finer grain
         self.pools: dict[str, PoolRuntime] = {}
         self.connections: set[Any] = set()  # client-side connections, for timeouts and stop
+        self.acceptors: set[Any] = set()  # acceptor.Acceptor: silent connections, their deadlines
         self.stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._outbox: list[tuple[asyncio.Transport, bytes]] = []
@@ -217,6 +218,8 @@ class Context:
         self.now = now = self.loop.time()
         for conn in [c for c in self.connections if c.deadline < now]:
             conn.timed_out()
+        for acceptor in list(self.acceptors):
+            acceptor.sweep(now)
         for pool in self.pools.values():
             for node in pool.nodes:
                 idle = node.idle

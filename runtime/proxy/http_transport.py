@@ -147,7 +147,7 @@ class Backend(asyncio.Protocol):
 
 
 class HttpClient(asyncio.Protocol):
-    __slots__ = ("backend", "client_eof", "client_ip", "ctx", "deadline", "head", "head_bytes",
+    __slots__ = ("adopted", "backend", "client_eof", "client_ip", "ctx", "deadline", "head", "head_bytes",
                  "paused", "pending", "pending_size", "pool", "reader", "request_done",
                  "retried_reuse", "reused", "state", "stats", "timer", "transport", "tried",
                  "upgrading", "vs", "write_paused")
@@ -176,25 +176,39 @@ class HttpClient(asyncio.Protocol):
         self.retried_reuse = False
         self.upgrading = False
         self.client_eof = False
+        self.adopted = False
+
+    def adopt(self, client_ip: bytes, deadline: float) -> None:
+        """Accepted, counted and admitted by an :class:`~lockgate.runtime.proxy.acceptor.Acceptor`,
+        which also read the client's address; its head deadline runs from the accept."""
+        self.adopted = True
+        self.client_ip = client_ip
+        self.deadline = deadline
 
     # ---- client side ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         stats = self.stats
-        stats.connections_total += 1
-        stats.connections_current += 1
-        limit = self.vs.config.max_connections
-        if self.ctx.stopping or (limit and stats.connections_current > limit):
-            stats.errors += 1
-            transport.close()
-            self.state = CLOSED
-            return
-        peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0].encode() if peer else b""
+        if self.adopted:  # counted and admitted at accept; only a stop since then refuses it
+            if self.ctx.stopping:
+                transport.close()
+                self.state = CLOSED
+                return
+        else:
+            stats.connections_total += 1
+            stats.connections_current += 1
+            limit = self.vs.config.max_connections
+            if self.ctx.stopping or (limit and stats.connections_current > limit):
+                stats.errors += 1
+                transport.close()
+                self.state = CLOSED
+                return
+            peer = transport.get_extra_info("peername")
+            self.client_ip = peer[0].encode() if peer else b""
+            # The loop's clock, not the sweeper's (up to a sweep old): a new connection's
+            # head deadline is the one a slow client meets first, so it is never cut short.
+            self.deadline = self.ctx.loop.time() + self.vs.config.request_timeout
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)  # type: ignore[attr-defined]
-        # The loop's clock, not the sweeper's (up to a sweep old): a new connection's head
-        # deadline is the one a slow client meets first, so it is never cut short.
-        self.deadline = self.ctx.loop.time() + self.vs.config.request_timeout
         self.timer = T_REQUEST
         self.ctx.connections.add(self)
 

@@ -32,6 +32,7 @@ from lockgate.runtime.health import HealthChecker
 from lockgate.runtime.licence import NOT_ACCEPTED, Licence, licence_stamp, licence_state
 from lockgate.runtime.listen import MANAGEMENT_PORTS, ip_literal, traffic_ips
 from lockgate.runtime.pools import PoolRuntime
+from lockgate.runtime.proxy.acceptor import Acceptor
 from lockgate.runtime.proxy.context import (
     Context,
     Limiter,
@@ -394,6 +395,9 @@ class Worker:
         vs.proto = b"https" if context is not None else b"http"
         sock = open_socket(host, config.port, freebind=ip_literal(host) in self.freebind)
         ctx = self.ctx
+        if config.protocol != "tcp" and context is None:
+            # Silent connections held as bare descriptors until they speak (acceptor.py).
+            return Acceptor(ctx, vs, sock)
         factory: Any
         if config.protocol == "tcp":
             def factory() -> TcpClient:
