@@ -131,8 +131,9 @@ def _timed_write(context: Context, name: str) -> tuple[Artifact, float]:
 
 def write_formats(context: Context, state: State) -> None:
     """raw first (every other format reads it), then the others at the same time: they
-    only read the raw disk (the page cache serves it once) and each is mostly one
-    single-threaded program (qemu-img's zlib, pigz, zstd), so they share the cores."""
+    only read the raw disk (the page cache serves it once). qcow2 and VMDK compress in
+    thread pools of their own, gce (pigz) and upgrade (zstd -T0) on every core, at
+    levels chosen for CPU time (a warm rebuild on 2 shared cores is bound by it)."""
     done: dict[str, Artifact] = {}
     times: list[dict[str, object]] = []
     raw, seconds = _timed_write(context, "raw")

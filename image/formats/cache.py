@@ -9,7 +9,7 @@ with ``key`` the sha256 of
 * the profile's digest (the VHD's unique id and the root slot's size derive from it),
 * the sha256 of the format's own module (a changed writer writes anew),
 * the version of each program the writer runs (``qemu-img --version`` ...; for
-  ``vmdk``, written in Python, zlib's),
+  ``vmdk`` and ``qcow2``, written in Python, zlib's and the packing code's),
 * for ``upgrade``: the kernel, its command line, the machine architecture, the
   signing key's id and the source of the bundle layout module (its root
   filesystem is the raw disk's root-a partition).
@@ -40,7 +40,6 @@ ENTRY = "entry.json"
 
 # The programs each format runs: their versions are part of its key.
 TOOLS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "qcow2": (("qemu-img", "--version"),),
     "vhd": (("qemu-img", "--version"), ("cp", "--version")),
     "gce": (("tar", "--version"), ("pigz", "--version")),
     "upgrade": (("zstd", "--version"),),
@@ -73,15 +72,17 @@ def _upgrade_params(context: Context) -> dict[str, Any]:
             "signing_key": keys.key_id(key.public_key().public_bytes_raw()) if key else None}
 
 
-def _vmdk_params(context: Context) -> dict[str, Any]:
+def _zlib_params(context: Context) -> dict[str, Any]:
     import zlib
 
-    # The VMDK writer compresses with the zlib Python is linked to, not with a program.
-    return {"zlib": zlib.ZLIB_RUNTIME_VERSION}
+    # The VMDK and qcow2 writers compress with the zlib Python is linked to, not with a
+    # program; the qcow2 writer reads and packs clusters with the VMDK module's code.
+    return {"zlib": zlib.ZLIB_RUNTIME_VERSION, "packer": _source_sha256(format_module("vmdk"))}
 
 
 EXTRA: dict[str, Callable[[Context], dict[str, Any]]] = {"upgrade": _upgrade_params,
-                                                         "vmdk": _vmdk_params}
+                                                         "vmdk": _zlib_params,
+                                                         "qcow2": _zlib_params}
 SUFFIX = {"qcow2": "qcow2", "vhd": "vhd", "vmdk": "vmdk", "gce": "gce.tar.gz",
           "upgrade": "upgrade"}
 

@@ -29,7 +29,7 @@ import re
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,7 +50,6 @@ BATCH = 64  # grains per thread-pool task (4 MiB read at once)
 FLAGS = 0x1 | 0x2 | 0x10000 | 0x20000  # newline check, redundant GD, compressed, markers
 COMPRESS_DEFLATE = 1
 _CID = re.compile(rb"^CID=[0-9a-fA-F]{1,8}$", re.M)
-_ZERO_GRAIN = bytes(GRAIN)
 
 DESCRIPTOR = """\
 # Disk DescriptorFile
@@ -120,8 +119,9 @@ class Layout:
         return bytes(out).ljust((self.grain_offset - self.rgd_offset) * SECTOR, b"\0")
 
 
-def data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """(first grain, end grain) of each run of grains holding data (holes skipped)."""
+def data_ranges(fd: int, size: int, unit: int = GRAIN) -> Iterator[tuple[int, int]]:
+    """(first unit, end unit) of each run of ``unit``-sized pieces holding data (holes
+    skipped)."""
     pos = 0
     while pos < size:
         try:
@@ -129,41 +129,72 @@ def data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
         except OSError:  # ENXIO: only a hole from here to the end
             return
         end = os.lseek(fd, start, os.SEEK_HOLE)
-        first, last = start // GRAIN, _ceil(end, GRAIN)
+        first, last = start // unit, _ceil(end, unit)
         yield first, last
-        pos = last * GRAIN
+        pos = last * unit
 
 
-def _compress(fd: int, size: int, first: int, count: int, level: int) -> list[tuple[int, bytes]]:
-    """The non-zero grains of ``count`` from ``first`` on, each zlib-compressed."""
-    data = os.pread(fd, count * GRAIN, first * GRAIN)
-    if len(data) < min(count * GRAIN, size - first * GRAIN):
-        raise OSError("the raw disk got shorter while being converted to VMDK")
+Packer = Callable[[memoryview], bytes]
+
+
+def _pack_batch(fd: int, size: int, unit: int, first: int, count: int,
+                pack: Packer) -> list[tuple[int, bytes]]:
+    """``pack`` of each non-zero ``unit``-sized piece of ``count`` from ``first`` on."""
+    data = os.pread(fd, count * unit, first * unit)
+    if len(data) < min(count * unit, size - first * unit):
+        raise OSError("the raw disk got shorter while being converted")
     view = memoryview(data)
+    zeros = bytes(unit)
     out = []
     for i in range(count):
-        grain = view[i * GRAIN:(i + 1) * GRAIN]
-        if not len(grain):
+        piece = view[i * unit:(i + 1) * unit]
+        if not len(piece):
             break
-        if grain == _ZERO_GRAIN[:len(grain)]:
+        if piece == zeros[:len(piece)]:
             continue
-        # The last grain of a disk that is not a whole number of grains holds only the
+        # The last piece of a disk that is not a whole number of them holds only the
         # disk's bytes (as qemu-img writes it; readers fill the rest with zeros).
-        out.append((first + i, zlib.compress(grain, level)))
+        out.append((first + i, pack(piece)))
     return out
 
 
-def _batches(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    for first, end in data_ranges(fd, size):
-        for start in range(first, end, BATCH):
-            yield start, min(BATCH, end - start)
+def packed_pieces(source_fd: int, size: int, unit: int, pack: Packer,
+                  threads: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(index, ``pack(piece)``) of each ``unit``-sized piece of the file holding a non-zero
+    byte, in file order; the pieces are read and packed in a thread pool (zlib releases
+    the GIL), so the order, and the bytes, do not depend on the thread count. The qcow2
+    writer uses it too."""
+    threads = threads or os.cpu_count() or 1
+    batch = max(1, BATCH * GRAIN // unit)
+
+    def batches() -> Iterator[tuple[int, int]]:
+        for first, end in data_ranges(source_fd, size, unit):
+            for start in range(first, end, batch):
+                yield start, min(batch, end - start)
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pack") as pool:
+        pending: deque[Future[list[tuple[int, bytes]]]] = deque()
+        todo = batches()
+        window = threads * 4  # tasks in flight: bounded memory, cores kept busy
+        try:
+            while True:
+                while len(pending) < window:
+                    task = next(todo, None)
+                    if task is None:
+                        break
+                    pending.append(pool.submit(_pack_batch, source_fd, size, unit, *task, pack))
+                if not pending:
+                    return
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def write_stream_optimized(source: Path, target: Path, cid: int, level: int = LEVEL,
                            threads: int | None = None, name: str | None = None) -> None:
     """``target`` becomes a streamOptimized VMDK of ``source`` (a raw disk); ``name`` is
     the file name the descriptor gives (``target``'s by default)."""
-    threads = threads or os.cpu_count() or 1
     with source.open("rb") as src, target.open("wb") as out:
         fd = src.fileno()
         size = os.fstat(fd).st_size
@@ -171,24 +202,13 @@ def write_stream_optimized(source: Path, target: Path, cid: int, level: int = LE
         entries = [0] * layout.grains
         out.seek(layout.grain_offset * SECTOR)
         sector = layout.grain_offset
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vmdk") as pool:
-            pending: deque[Future[list[tuple[int, bytes]]]] = deque()
-            batches = _batches(fd, size)
-            window = threads * 4  # tasks in flight: bounded memory, cores kept busy
-            while True:
-                while len(pending) < window:
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    pending.append(pool.submit(_compress, fd, size, *batch, level))
-                if not pending:
-                    break
-                for index, packed in pending.popleft().result():
-                    record = struct.pack("<QI", index * GRAIN_SECTORS, len(packed)) + packed
-                    padded = _ceil(len(record), SECTOR) * SECTOR
-                    out.write(record.ljust(padded, b"\0"))
-                    entries[index] = sector
-                    sector += padded // SECTOR
+        for index, packed in packed_pieces(fd, size, GRAIN, lambda g: zlib.compress(g, level),
+                                           threads):
+            record = struct.pack("<QI", index * GRAIN_SECTORS, len(packed)) + packed
+            padded = _ceil(len(record), SECTOR) * SECTOR
+            out.write(record.ljust(padded, b"\0"))
+            entries[index] = sector
+            sector += padded // SECTOR
         out.write(bytes(SECTOR))  # end-of-stream marker
         out.seek(0)
         out.write(layout.header())

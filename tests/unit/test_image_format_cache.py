@@ -53,9 +53,11 @@ def test_cache_key_follows_the_raw_disk_and_the_format_parameters(context: Conte
     assert key == cache.cache_key("a" * 64, cache.params(context, "qcow2"))  # stable
     assert key != cache.cache_key("b" * 64, params)  # another raw disk
     assert key != cache.cache_key("a" * 64, cache.params(context, "vmdk"))  # another format
-    assert params["tools"] and str(params["tools"][0]).startswith("qemu-img")
+    assert str(cache.params(context, "vhd")["tools"][0]).startswith("qemu-img")
+    # qcow2 is written in Python: zlib's version and the packing code (vmdk.py) count.
+    assert params["zlib"] and params["packer"]
     for change in ({"source_date_epoch": 1}, {"name": "lockgate-1.qcow2"},
-                   {"writer": "0" * 64}, {"tools": ["qemu-img version 0"]}):
+                   {"writer": "0" * 64}, {"zlib": "0.0"}, {"packer": "0" * 64}):
         assert cache.cache_key("a" * 64, {**params, **change}) != key, change
     # The bundle's own inputs beyond the raw disk: kernel, its command line, signing key.
     bundle = cache.params(context, "upgrade")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import tarfile
 import uuid
@@ -225,6 +226,37 @@ def test_qcow2_round_trips(context: Context, tmp_path: Path) -> None:
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(art.path), str(back)],
                    check=True)
     assert back.read_bytes() == context.disk_image.read_bytes()
+
+
+def test_qcow2_is_checked_clean_and_converts_back(context: Context, tmp_path: Path) -> None:
+    """Compressed clusters, a cluster that does not compress (stored as it is), an allocated
+    zero cluster (left out) and a short last cluster: qemu-img checks the refcounts clean
+    and reads back the raw disk."""
+    disk = _vmdk_disk(context)
+    with disk.open("r+b") as f:
+        f.seek(3 * MiB)
+        f.write(random.Random(7).randbytes(2 * qcow2.CLUSTER))
+    art = qcow2.write(context)
+    check = subprocess.run(["qemu-img", "check", "--output=json", "-f", "qcow2", str(art.path)],
+                           capture_output=True, check=True, text=True).stdout
+    result = json.loads(check)
+    assert result.get("corruptions", 0) == 0 and result.get("leaks", 0) == 0, result
+    assert result["allocated-clusters"] == 4  # text, 2 random, the short last; not the zeros
+    assert result["compressed-clusters"] == 2  # text and the (zero-padded) short last one
+    info = qemu_info(art.path, "qcow2")
+    assert info["virtual-size"] == disk.stat().st_size
+    specific = info["format-specific"]
+    assert isinstance(specific, dict)
+    assert specific["data"]["compat"] == "1.1"
+    assert specific["data"]["compression-type"] == "zlib"
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(art.path), str(back)],
+                   check=True)
+    assert back.read_bytes() == disk.read_bytes()
+    one, four = tmp_path / "one.qcow2", tmp_path / "four.qcow2"
+    qcow2.write_qcow2(disk, one, threads=1)
+    qcow2.write_qcow2(disk, four, threads=4)
+    assert one.read_bytes() == four.read_bytes() == art.path.read_bytes()
 
 
 def test_gce_tarball_rules(context: Context) -> None:
