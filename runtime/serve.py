@@ -9,8 +9,10 @@ prints ``lockgate-runtime: serving ...`` once every listener is up.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,50 @@ from lockgate.runtime.listen import MANAGEMENT_PORTS, reserved_ports, save_reser
 from lockgate.runtime.workers import Supervisor, WorkerStartError, notify_reload
 
 log = logging.getLogger("lockgate.runtime.serve")
+
+# What serving imports late (the management plane, clustering, the event loop): with
+# --wait-for these load while first boot runs instead of after it.
+PRELOAD = ("lockgate.runtime.api", "lockgate.runtime.cluster.service",
+           "lockgate.runtime.cluster.tipgroups", "uvloop")
+FIRSTBOOT_UNIT = "lockgate-firstboot.service"
+
+
+def firstboot_masked(cmdline: Path = Path("/proc/cmdline"),
+                     unit_dir: Path = Path("/etc/systemd/system")) -> bool:
+    """Whether first boot will not run this boot (masked on the kernel command line, as the
+    bench's bare boot does, or with ``systemctl mask``): then nothing is worth waiting for."""
+    try:
+        if f"systemd.mask={FIRSTBOOT_UNIT}" in cmdline.read_text().split():
+            return True
+    except OSError:
+        pass
+    unit = unit_dir / FIRSTBOOT_UNIT
+    return unit.is_symlink() and os.readlink(unit) == "/dev/null"
+
+
+def wait_for_inputs(path: Path, timeout: float, preload: tuple[str, ...] = PRELOAD,
+                    cmdline: Path = Path("/proc/cmdline"),
+                    unit_dir: Path = Path("/etc/systemd/system")) -> bool:
+    """Import what serving needs, then wait (at most ``timeout`` s) until ``path`` exists:
+    first boot's record for this boot, written once everything the runtime reads (users,
+    licence, certificate, configuration links) is in place. lockgate.service starts
+    with first boot rather than after it, so its start-up overlaps first boot's (issue
+    12). True if the file appeared (or was there)."""
+    for name in preload:
+        importlib.import_module(name)
+    if path.exists():
+        return True
+    if firstboot_masked(cmdline, unit_dir):
+        return False
+    print(f"lockgate-runtime: waiting for first boot ({path})", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if path.exists():
+            return True
+    print(f"lockgate-runtime: {path} did not appear in {timeout:.0f} s; starting anyway",
+          flush=True)
+    return False
 
 
 @contextlib.contextmanager
@@ -134,10 +180,18 @@ async def serve(state_dir: Path, workers: int, grace: float, management: dict[st
 @click.option("--member-name", help="This member's name in a cluster [default: host name].")
 @click.option("--management-host", default="", help="Address for REST/Admin [default: all].")
 @click.option("--no-management", is_flag=True, help="Only the proxy: no REST API or Admin UI.")
+@click.option("--wait-for", type=click.Path(path_type=Path, dir_okay=False),
+              help="Load, then wait until this file exists before reading any state (the "
+                   "appliance: first boot's record for this boot).")
+@click.option("--wait-timeout", type=click.FloatRange(0), default=960.0, show_default=True,
+              help="Seconds --wait-for waits before starting anyway.")
 def serve_command(config_file: Path | None, state_dir: Path, workers: int | None, grace: float,
                   rest_port: int, admin_port: int, control_port: int, member_name: str | None,
-                  management_host: str, no_management: bool) -> None:
+                  management_host: str, no_management: bool, wait_for: Path | None,
+                  wait_timeout: float) -> None:
     """Run the traffic manager (proxy workers, REST API, Admin UI)."""
+    if wait_for is not None:
+        wait_for_inputs(wait_for, wait_timeout)
     store = ConfigStore(state_dir)
     # No virtual server may take a management port, whether or not this serve runs the
     # management plane: it starts after the workers and must always find its ports free.
