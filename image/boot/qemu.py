@@ -174,7 +174,8 @@ def free_port() -> int:
 
 
 class QemuProcess:
-    """The QEMU child. ``stdout`` carries the serial console; stderr is kept for errors."""
+    """The QEMU child. ``stdout`` carries the serial console and ``stdin`` is its
+    keyboard (:meth:`type`); stderr is kept for errors."""
 
     def __init__(self, argv: list[str], stderr_path: Path) -> None:
         self.argv = argv
@@ -183,7 +184,7 @@ class QemuProcess:
         log.debug("starting: %s", " ".join(argv))
         self.started = time.monotonic()
         try:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self.popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           stderr=self._stderr, start_new_session=True)
         except FileNotFoundError as exc:
             self._stderr.close()
@@ -196,6 +197,17 @@ class QemuProcess:
 
     def poll(self) -> int | None:
         return self.popen.poll()
+
+    def type(self, data: bytes) -> None:
+        """Send ``data`` to the guest's serial console, as keys typed on it."""
+        stdin = self.popen.stdin
+        if stdin is None or stdin.closed or self.popen.poll() is not None:
+            raise Failure("the VM has stopped: nothing can be typed on its console")
+        try:
+            stdin.write(data)
+            stdin.flush()
+        except BrokenPipeError as exc:
+            raise Failure("the VM has stopped: nothing can be typed on its console") from exc
 
     def stderr_tail(self, lines: int = 5) -> str:
         self._stderr.flush()
@@ -230,8 +242,10 @@ class QemuProcess:
             if self.popen.poll() is None:
                 self.popen.kill()
                 self.popen.wait(timeout=10)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
         self._stderr.close()
         return how
 

@@ -90,6 +90,10 @@ class Vm:
                  start: int = 0, what: str | None = None) -> re.Match[str]:
         return self.console.wait_for(pattern, timeout, start=start, what=what)
 
+    def type(self, text: str) -> None:
+        """Type ``text`` on the serial console (``\\r`` ends a line, as a terminal's Enter)."""
+        self.process.type(text.encode())
+
     def wait_firstboot(self, timeout: float) -> FirstbootDone:
         match = self.wait_for(FIRSTBOOT_RE, timeout, what="the first-boot marker (lockgate-firstboot: done)")
         done = parse_firstboot(match.group(0))

@@ -116,4 +116,32 @@ def test_without_user_data_the_console_alone_shows_how_to_finish_and_a_random_pa
         seen.append(ui.body)
         for body in seen:
             assert password.encode() not in body
+        _assert_console_login(vm, password)
     assert password.encode() in console_log.read_bytes()  # the console log has it
+
+
+def _assert_console_login(vm: Vm, password: str) -> None:
+    """admin logs in on the serial console with the console's password, finds the
+    reference product's commands on its PATH and runs sudo without a password."""
+    mark = len(vm.console_text)
+    vm.type("\r")
+    vm.wait_for(r"[\w.-]+ login: ", 90, start=mark, what="the console's login prompt")
+    mark = len(vm.console_text)
+    vm.type("admin\r")
+    vm.wait_for(r"Password: ", 30, start=mark, what="the console's password prompt")
+    mark = len(vm.console_text)
+    vm.type(password + "\r")
+    # login drops what was typed ahead: wait for the shell's prompt first
+    vm.wait_for(r"admin@[\w.-]+:~\$ ", 90, start=mark, what="the admin shell's prompt")
+    mark = len(vm.console_text)
+    # $((6*7)) is echoed as typed; only a shell that ran the line prints 42.
+    vm.type("echo in-as-$(id -un)-$((6*7)); command -v z-initial-config grub-set-default"
+            " rollback upgrade; sudo -n id -u\r")
+    got = vm.wait_for(r"in-as-(\S+)-42\n((?:.*\n){4})(\d+)\n", 90, start=mark,
+                      what="the console shell's answer")
+    assert got[1] == "admin", vm.console_text[-2000:]
+    found = got[2].split()
+    assert [Path(p).name for p in found] == [
+        "z-initial-config", "grub-set-default", "rollback", "upgrade"], found
+    assert got[3] == "0", vm.console_text[-2000:]  # sudo, no password asked
+    vm.type("exit\r")
