@@ -196,6 +196,25 @@ def _clear_stale_outputs(tree: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+KEEP_TREES = 2  # build trees kept: this one and the one before (a branch switched back)
+
+
+def prune_build_trees(keep: Path) -> None:
+    """Drop all but the KEEP_TREES most recently used build trees (``keep`` always stays;
+    one another build holds the lock of is left alone)."""
+    trees = sorted((p for p in keep.parent.iterdir() if p.is_dir() and p != keep),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in trees[KEEP_TREES - 1:]:
+        lock_path = old.with_name(old.name + ".lock")
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(old, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)
+
+
 def build_lockgate_wheel(context: Context) -> Path:
     """lockgate's wheel for this checkout, built once per content (compiling takes ~20 CPU s;
     recompiling is skipped when the compiled modules' C code did not change)."""
@@ -217,6 +236,8 @@ def build_lockgate_wheel(context: Context) -> Path:
         building.mkdir(parents=True)
         run([_host_python(), "-c", BUILD_WHEEL, building], env=context.env, cwd=tree,
             capture=True)
+    os.utime(tree)  # most recently used: pruning keeps it
+    prune_build_trees(tree)
     wheels = sorted(building.glob("lockgate-*.whl"))
     if len(wheels) != 1:
         raise die(f"building lockgate's wheel from {context.profile.lockgate.source} gave "

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from lockgate.image.build.context import Context
-from lockgate.image.build.install import build_lockgate_wheel, build_tree, skip_names, sync_tree
+from lockgate.image.build.install import (
+    build_lockgate_wheel,
+    build_tree,
+    prune_build_trees,
+    skip_names,
+    sync_tree,
+)
 from lockgate.image.build.profile import load_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -123,3 +129,13 @@ def test_wheel_cache_key_follows_the_wheel_inputs_only(tmp_path: Path) -> None:
     (src / "runtime/proxy/http1.py").write_text("x = 1")
     (src / "setup.py").chmod(0o755)
     assert key() != first  # modes count too
+
+
+def test_build_trees_are_pruned_to_the_last_two_used(tmp_path: Path) -> None:
+    trees = [tmp_path / name for name in ("old", "older", "recent", "current")]
+    for age, tree in zip((300, 400, 100, 500), trees, strict=True):
+        tree.mkdir()
+        (tree / "build").mkdir()
+        os.utime(tree, (1_700_000_000 - age, 1_700_000_000 - age))
+    prune_build_trees(tmp_path / "current")  # the one just used, whatever its time
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["current", "recent"]
