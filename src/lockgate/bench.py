@@ -4,7 +4,7 @@ Prints readable tables on stdout (progress on stderr) and, as the LAST stdout
 line, one JSON object with the headline figures (``http_ratio``, ``tcp_ratio``,
 ``p99_ratio``, ``http_cpu_ratio``, ``tcp_cpu_ratio``, the ``_2w`` variants,
 ``rss_per_10k_idle_mib``, ``firstboot_s``, image numbers when run, ``publish_*``
-upload and dry-run figures, ``upgrade_apply_s``/``_ratio`` and ``bundle_mib``, ``replication_ms``, ``failover_*`` and ``keepalived_*`` (same run, when installed) in network
+upload and dry-run figures, ``upgrade_apply_s``/``_ratio``, ``bundle_mib``, ``powercut_runs``/``_good_boots`` and ``rollback_boots``, ``replication_ms``, ``failover_*`` and ``keepalived_*`` (same run, when installed) in network
 namespaces).
 How and why it measures the way it does: docs/benchmarks.md.
 """
