@@ -13,7 +13,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,27 @@ def firstboot_masked(cmdline: Path = Path("/proc/cmdline"),
     return unit.is_symlink() and os.readlink(unit) == "/dev/null"
 
 
+def firstboot_gone() -> bool:
+    """Whether first boot's unit ended (or will never run) without the runtime's cue: no
+    job queued and not active, e.g. it failed before writing its record. A systemctl
+    that cannot answer counts as "still coming" (the timeout still bounds the wait)."""
+    from lockgate.errors import LockgateError
+    from lockgate.proc import output
+
+    try:
+        text = output(["systemctl", "show", "--property=ActiveState", "--property=Job",
+                       FIRSTBOOT_UNIT], timeout=10, quiet=True)
+    except (LockgateError, OSError):
+        return False
+    props = dict(line.partition("=")[::2] for line in text.splitlines())
+    return (props.get("ActiveState") in ("failed", "inactive")
+            and props.get("Job", "").strip() in ("", "0"))
+
+
 def wait_for_inputs(path: Path, timeout: float, preload: tuple[str, ...] = PRELOAD,
                     cmdline: Path = Path("/proc/cmdline"),
-                    unit_dir: Path = Path("/etc/systemd/system")) -> bool:
+                    unit_dir: Path = Path("/etc/systemd/system"),
+                    gone: Callable[[], bool] = firstboot_gone, check_every: float = 2.0) -> bool:
     """Import what serving needs, then wait (at most ``timeout`` s) until ``path`` exists:
     first boot's record for this boot, written once everything the runtime reads (users,
     licence, certificate, configuration links) is in place. lockgate.service starts
@@ -65,10 +83,17 @@ def wait_for_inputs(path: Path, timeout: float, preload: tuple[str, ...] = PRELO
         return False
     print(f"lockgate-runtime: waiting for first boot ({path})", flush=True)
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + check_every
     while time.monotonic() < deadline:
         time.sleep(0.1)
         if path.exists():
             return True
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + check_every
+            if gone() and not path.exists():
+                print(f"lockgate-runtime: first boot ended without {path}; starting anyway",
+                      flush=True)
+                return False
     print(f"lockgate-runtime: {path} did not appear in {timeout:.0f} s; starting anyway",
           flush=True)
     return False

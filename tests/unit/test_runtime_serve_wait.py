@@ -30,7 +30,7 @@ def test_it_returns_once_first_boot_writes_its_record(tmp_path: Path,
     began = time.monotonic()
     timer.start()
     try:
-        assert wait_for_inputs(record, 10.0, ("colorsys",), *machine)
+        assert wait_for_inputs(record, 10.0, ("colorsys",), *machine, gone=lambda: False)
     finally:
         timer.cancel()
     assert 0.35 <= time.monotonic() - began < 5.0
@@ -49,9 +49,24 @@ def test_a_record_already_there_means_no_wait(tmp_path: Path,
 def test_it_starts_anyway_after_the_timeout(tmp_path: Path, machine: tuple[Path, Path],
                                             capsys: pytest.CaptureFixture[str]) -> None:
     began = time.monotonic()
-    assert not wait_for_inputs(tmp_path / "never", 0.3, (), *machine)
+    assert not wait_for_inputs(tmp_path / "never", 0.3, (), *machine, gone=lambda: False)
     assert 0.3 <= time.monotonic() - began < 3.0
     assert "did not appear in 0 s; starting anyway" in capsys.readouterr().out
+
+
+def test_a_first_boot_that_ended_without_its_record_is_not_waited_for(
+        tmp_path: Path, machine: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    asked = []
+
+    def gone() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) >= 2  # running at the first look, failed at the second
+
+    began = time.monotonic()
+    assert not wait_for_inputs(tmp_path / "never", 30.0, (), *machine, gone=gone,
+                               check_every=0.2)
+    assert len(asked) == 2 and time.monotonic() - began < 5.0
+    assert "first boot ended without" in capsys.readouterr().out
 
 
 def test_a_masked_first_boot_is_not_waited_for(tmp_path: Path,
