@@ -111,6 +111,14 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(s.cpu_ticks for s in tree(root)) / CLK_TCK
 
 
+def tree_user_sys_seconds(root: int) -> tuple[float, float]:
+    """User and system CPU time of the tree (reaped children included), apart: the
+    system part is mostly the kernel's TCP work, the same for any proxy on loopback."""
+    stats = tree(root)
+    return (sum(s.utime + s.cutime for s in stats) / CLK_TCK,
+            sum(s.stime + s.cstime for s in stats) / CLK_TCK)
+
+
 def tree_rss_bytes(root: int) -> int:
     return sum(s.rss_pages for s in tree(root)) * PAGE_SIZE
 

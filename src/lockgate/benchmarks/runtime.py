@@ -72,6 +72,8 @@ class Case:
     wall_s: float
     machine_busy_cores: float
     idle: procstat.IdleWait
+    proxy_user_s: float | None = None  # the proxy's CPU time split (user + sys = proxy_cpu_s)
+    proxy_sys_s: float | None = None
 
     @property
     def valid(self) -> bool:
@@ -86,6 +88,16 @@ class Case:
     def cpu_us_per_request(self) -> float | None:
         good = self.wrk.good_requests
         return self.proxy_cpu_s * 1e6 / good if good else None
+
+    @property
+    def user_us_per_request(self) -> float | None:
+        good = self.wrk.good_requests
+        return self.proxy_user_s * 1e6 / good if good and self.proxy_user_s is not None else None
+
+    @property
+    def sys_us_per_request(self) -> float | None:
+        good = self.wrk.good_requests
+        return self.proxy_sys_s * 1e6 / good if good and self.proxy_sys_s is not None else None
 
     @property
     def p50_ms(self) -> float | None:
@@ -129,12 +141,14 @@ def measure_case(rnd: int, proxy: str, mode: str, workers: int, pinned: bool, ur
     wrk_cpus = "1" if pinned else None
     run_wrk(url, opts.warmup_s, connections=opts.connections, cpus=wrk_cpus)  # warm-up
     proxy_before = procstat.tree_cpu_seconds(proxy_pid)
+    user_before, sys_before = procstat.tree_user_sys_seconds(proxy_pid)
     backend_before = procstat.tree_cpu_seconds(backend_pid)
     machine_before = procstat.cpu_times()
     began = time.monotonic()
     run = run_wrk(url, opts.duration_s, connections=opts.connections, cpus=wrk_cpus)
     wall = time.monotonic() - began
     machine_after = procstat.cpu_times()
+    user_after, sys_after = procstat.tree_user_sys_seconds(proxy_pid)
     case = Case(
         round=rnd, proxy=proxy, mode=mode, workers=workers, pinned=pinned, wrk=run.result,
         proxy_cpu_s=procstat.tree_cpu_seconds(proxy_pid) - proxy_before,
@@ -142,11 +156,12 @@ def measure_case(rnd: int, proxy: str, mode: str, workers: int, pinned: bool, ur
         wrk_cpu_s=run.cpu_s, wall_s=wall,
         machine_busy_cores=procstat.busy_cores(machine_before, machine_after,
                                                os.cpu_count() or 1),
-        idle=idle,
+        idle=idle, proxy_user_s=user_after - user_before, proxy_sys_s=sys_after - sys_before,
     )
     errors = "" if not case.wrk.errors else f", ERRORS: {case.wrk.describe_errors()}"
     say(f"  {proxy:<8} {mode:<4} {case.rps:9.0f} rps  {fmt(case.cpu_us_per_request, '.1f')} "
-        f"µs CPU/req  p99 {fmt(case.p99_ms)} ms{errors}")
+        f"µs CPU/req (user {fmt(case.user_us_per_request, '.1f')}, sys "
+        f"{fmt(case.sys_us_per_request, '.1f')})  p99 {fmt(case.p99_ms)} ms{errors}")
     return case
 
 
@@ -279,6 +294,8 @@ def summary(report: RuntimeReport) -> dict[str, Any]:
                     per_proxy[proxy] = {
                         "rps": rounded(median(c.rps for c in side), 0),
                         "cpu_us_per_req": rounded(median(c.cpu_us_per_request for c in side), 2),
+                        "user_us_per_req": rounded(median(c.user_us_per_request for c in side), 2),
+                        "sys_us_per_req": rounded(median(c.sys_us_per_request for c in side), 2),
                         "p50_ms": rounded(median(c.p50_ms for c in side)),
                         "p99_ms": rounded(median(c.p99_ms for c in side)),
                         "errors": sum(c.wrk.errors for c in side),
@@ -342,6 +359,17 @@ def tables(report: RuntimeReport, data: dict[str, Any]) -> Iterator[str]:
                  "haproxy µs/req", "CPU ratio", "lockgate p99", "haproxy p99", "p99 ratio"],
                 rows, "Median over rounds (ratios: lockgate ÷ HAProxy, median of per-round "
                       "ratios; CPU per request is the fairer measure on 2 shared cores)")
+    rows = []
+    for workers in opts.worker_counts:
+        for mode in MODES:
+            for proxy, side in data["runtime_cases"].get(f"{mode}_{workers}w", {}).items():
+                rows.append([f"{mode} {workers}w {proxy}", fmt(side.get("user_us_per_req"), ".1f"),
+                             fmt(side.get("sys_us_per_req"), ".1f")])
+    if rows:
+        yield ""
+        yield table(["case", "user µs/req", "sys µs/req"], rows,
+                    "Where the CPU goes (medians): sys is mostly the kernel's loopback TCP work, "
+                    "user the proxy's own")
     if data["rss_per_10k_idle_mib"]:
         yield ""
         rows = [[proxy, fmt(v, ".1f")] for proxy, v in data["rss_per_10k_idle_mib"].items()]
