@@ -57,6 +57,16 @@ def atomic_write(path: Path, data: bytes, mode: int | None = 0o600,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if mode is None:
+        # vfat's rename writes the new directory entry with size 0 and no cluster; the
+        # file's size and first cluster reach it only when its inode is written back
+        # (~30 s later). A power cut in between left a 0-byte slot entry on the ESP
+        # (found by the power-cut bench): fsync the file again under its new name.
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     fsync_dir(path.parent)
 
 
