@@ -508,6 +508,9 @@ class HttpClient(asyncio.Protocol):
         self.state = IDLE
         self.timer = T_IDLE
         self.deadline = ctx.now + self.vs.config.idle_timeout
+        # Needed only to send the request again (B_RESEND), which cannot happen now; a
+        # kept-alive connection would hold it (~150-250 B) until its next request.
+        self.head_bytes = b""
         if self.reader.events:
             self._pump()
 
