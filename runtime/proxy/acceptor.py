@@ -41,7 +41,10 @@ ACCEPT_BATCH = 64  # accept()s per readable event: other sockets get their turn
 MAX_EVENTS = 256  # descriptors handed over per event of the private epoll set
 RETRY_ACCEPT_S = 0.25  # out of descriptors (EMFILE...): stop accepting this long
 IP_CACHE_MAX = 4096  # client addresses kept as shared bytes objects
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept(2) on Linux passes on errors of the new connection itself: retry, like EAGAIN.
+_PEER_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.ENETDOWN, errno.ENOPROTOOPT,
+                        errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP,
+                        errno.ENETUNREACH, errno.EPERM})
 _WATCH = select.EPOLLIN | select.EPOLLONESHOT
 
 
@@ -111,16 +114,17 @@ class Acceptor(asyncio.AbstractServer):
                 fd, addr = self.sock._accept()  # type: ignore[attr-defined]  # (no socket object)
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionAbortedError:
-                continue
             except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES and self.listening:
+                if exc.errno in _PEER_GONE:
+                    continue  # accept(2): that connection failed; the next may not
+                # Out of descriptors or memory (or anything unexpected): the socket stays
+                # readable, so stop watching it for a while instead of spinning.
+                if self.listening:
                     log.warning("%s: cannot accept (%s); pausing %.2f s", self.vs.config.name,
-                                exc.strerror, RETRY_ACCEPT_S)
+                                exc.strerror or exc, RETRY_ACCEPT_S)
                     self.loop.remove_reader(self.sock.fileno())
                     self.loop.call_later(RETRY_ACCEPT_S, self._resume_accepting)
-                    return
-                raise
+                return
             stats.connections_total += 1
             limit = self.vs.config.max_connections
             if self.ctx.stopping or (limit and stats.connections_current >= limit):
