@@ -44,6 +44,28 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copytree(source, target, symlinks=True)
     else:
         target.mkdir(mode=0o700, parents=True)
+    _sync_tree(target)
+
+
+def _sync_tree(top: Path) -> None:
+    """fsync every file and folder of a fresh copy before it is renamed into place.
+
+    Without it a power cut seconds after ``upgrade`` left the new version's
+    ``users.json`` and ``licence.json`` with 0 bytes (ext4 writes a new file's
+    data later than the rename that publishes its folder): the trial's runtime
+    crash-looped and the upgrade was rolled back (found by the power-cut bench).
+    """
+    for folder, _dirs, files in os.walk(top):
+        for name in files:
+            path = Path(folder, name)
+            if path.is_symlink():
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 def _replace_dir(partial: Path, target: Path) -> None:
@@ -100,6 +122,7 @@ def copy_for(state: StatePaths, running: str, new: str) -> None:
     partial.mkdir(mode=0o700)
     for name in PER_VERSION:
         _copy(state.base / name, partial / name)
+    fsync_dir(partial)
     _replace_dir(partial, state.versions / new)
 
 
