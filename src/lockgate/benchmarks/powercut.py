@@ -140,6 +140,9 @@ class CutPoint:
     kind: str
     at: str
     lands: tuple[str, ...] = ("old",)
+    # The slot entry was written before the cut: the new version must be listed as
+    # installed after it (a 0-byte slot-b.cfg on the FAT ESP was once what was left).
+    entry_written: bool = False
 
 
 PROGRESS = re.compile(r"writing slot [ab]: +(\d+)% ")
@@ -158,8 +161,12 @@ def write_point(percent: int) -> CutPoint:
     return CutPoint(f"write-{percent}%", "write", str(percent))
 
 
+ENTRY_WRITTEN = ("after-install-entry", "before-trial-record", "after-trial-record",
+                 "grubenv-unflushed", "before-schedule-trial", "after-schedule-trial")
+
+
 def pause_point(at: str, lands: tuple[str, ...] = ("old",)) -> CutPoint:
-    return CutPoint(f"pause:{at}", "pause", at, lands)
+    return CutPoint(f"pause:{at}", "pause", at, lands, at in ENTRY_WRITTEN)
 
 
 def trial_point(name: str, marker: str) -> CutPoint:
@@ -405,7 +412,8 @@ class Appliance:
                        timeout=1200)
 
     def check_boot(self, vm: Vm, start: int, allowed: tuple[str, ...], point: str,
-                   started: float, expect_rollback: bool = False) -> Outcome:
+                   started: float, expect_rollback: bool = False,
+                   entry_written: bool = False) -> Outcome:
         """The boot after a cut: the boot check's verdict, the version running, REST
         answering with the pool made before the cuts."""
         from lockgate.image.boot import probe
@@ -425,6 +433,9 @@ class Appliance:
         if len(running) != 1:
             raise Failure(f"powercut: {point}: rollback-helper shows {versions}")
         version, slot = str(running[0]["version"]), str(running[0]["slot"])
+        if entry_written and self.new not in {str(v.get("version")) for v in versions}:
+            raise Failure(f"powercut: {point}: the cut came after {self.new}'s GRUB entry was "
+                          f"written, but it is not installed now: {versions}")
         want = {"old": self.old, "new": self.new}
         if version not in {want[a] for a in allowed}:
             raise Failure(f"powercut: {point}: the boot after the cut runs {version} (slot "
@@ -552,7 +563,8 @@ def run_cuts(app: Appliance, points: tuple[CutPoint, ...], bundle: Path, *,
                 else:
                     report.runs += 1
                     outcome = app.check_boot(vm, 0, previous.lands, previous.name, boot_started,
-                                             expect_rollback=previous.kind == "trial")
+                                             expect_rollback=previous.kind == "trial",
+                                             entry_written=previous.entry_written)
                     report.good_boots += outcome.good
                     report.outcomes.append(outcome)
                     if outcome.version == app.new and (pending or then):
