@@ -131,6 +131,7 @@ class Console:
             return self._closed
 
     def _pump(self) -> None:
+        held = b""  # a CR that ended a read: its LF may start the next one
         try:
             while True:
                 try:
@@ -141,6 +142,9 @@ class Console:
                     break
                 self._log.write(chunk)
                 self._log.flush()
+                chunk, held = held + chunk, b""
+                if chunk.endswith(b"\r"):
+                    chunk, held = chunk[:-1], b"\r"
                 with self._cond:
                     self._text += clean(chunk.decode("utf-8", errors="replace"))
                     self.watchdog.feed()

@@ -137,11 +137,13 @@ def _assert_console_login(vm: Vm, password: str) -> None:
     # $((6*7)) is echoed as typed; only a shell that ran the line prints 42.
     vm.type("echo in-as-$(id -un)-$((6*7)); command -v z-initial-config grub-set-default"
             " rollback upgrade; sudo -n id -u\r")
-    got = vm.wait_for(r"in-as-(\S+)-42\n((?:.*\n){4})(\d+)\n", 90, start=mark,
-                      what="the console shell's answer")
-    assert got[1] == "admin", vm.console_text[-2000:]
-    found = got[2].split()
+    said = vm.wait_for(r"in-as-(\S+)-42\n", 90, start=mark, what="the console shell's answer")
+    # The lines that follow, up to sudo's uid; kernel messages may come in between.
+    uid = vm.wait_for(r"\n(\d+)\n", 30, start=said.end() - 1, what="sudo's answer")
+    lines = vm.console_text[said.end():uid.start() + 1].splitlines()
+    found = [line.strip() for line in lines if line.strip().startswith("/")]
+    assert said[1] == "admin", vm.console_text[-2000:]
     assert [Path(p).name for p in found] == [
         "z-initial-config", "grub-set-default", "rollback", "upgrade"], found
-    assert got[3] == "0", vm.console_text[-2000:]  # sudo, no password asked
+    assert uid[1] == "0", vm.console_text[-2000:]  # sudo, no password asked
     vm.type("exit\r")

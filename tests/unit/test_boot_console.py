@@ -138,3 +138,13 @@ def test_a_marker_counts_only_once_its_line_is_complete(tmp_path: Path, pipe: tu
     os.write(write_fd, b"ce\r\n")
     match = console.wait_for(FIRSTBOOT_RE, timeout=5)
     assert parse_firstboot(match.group(0)) == FirstbootDone("configured", "42", "gce")
+
+
+def test_a_line_end_split_between_reads_is_one_line_end(tmp_path: Path, pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    console = Console(read_fd, tmp_path / "c.log", quiet_timeout=10)
+    os.write(write_fd, b"one\r")
+    time.sleep(0.3)  # the reader takes "one\r" as a read of its own
+    os.write(write_fd, b"\ntwo\r\n")
+    console.wait_for(r"two\n", timeout=5)
+    assert console.text == "one\ntwo\n"
