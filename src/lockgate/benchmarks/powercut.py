@@ -408,8 +408,9 @@ class Appliance:
         for remote, local in bundles.items():
             self.say(f"powercut: copying {local.name} ({local.stat().st_size / MIB:.0f} MiB) "
                      "into the VM")
-            self.guest(vm, f"sudo -n tee {remote} >/dev/null", input=local.read_bytes(),
-                       timeout=1200)
+            # synced: a cut seconds later must not take the bundle with it
+            self.guest(vm, f"sudo -n tee {remote} >/dev/null && sync -f {remote}",
+                       input=local.read_bytes(), timeout=1200)
 
     def check_boot(self, vm: Vm, start: int, allowed: tuple[str, ...], point: str,
                    started: float, expect_rollback: bool = False,

@@ -201,7 +201,7 @@ def _powercuts(raw: Path, bundle: Path, tmp: Path, logs: Path) -> dict[str, Any]
                           then=broken_trial)
     except Failure as exc:
         error = str(exc).splitlines()[0]
-        say(f"upgrade: power cuts stopped: {error} (consoles: {logs})")
+        say(f"upgrade: power cuts stopped (consoles: {logs}): {exc}")
     for outcome in report.outcomes:
         say(f"upgrade: cut {outcome.point}: {outcome.version} (slot {outcome.slot}) "
             f"{outcome.boot_s:.0f} s {outcome.note}")
