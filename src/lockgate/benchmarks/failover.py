@@ -52,19 +52,38 @@ SOAK_S = 600.0
 VIPS = (100, 101, 102)
 SECRET_BYTES = 32
 
+# What answers on a member: its own name, on HOST:PORT (argv), so a client sees who
+# holds a traffic IP. The failover bench's members proxy to it; keepalived's serve it.
 BACKEND = r"""
 import http.server, sys
-name = sys.argv[1].encode()
+name, host, port = sys.argv[1].encode(), sys.argv[2], int(sys.argv[3])
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         self.send_response(200); self.send_header("Content-Length", str(len(name)))
         self.end_headers(); self.wfile.write(name)
     def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 8081), H)
+s = http.server.ThreadingHTTPServer((host, port), H)
 print("ready", flush=True)
 s.serve_forever()
 """
+
+
+def start_name_server(ns: str, name: str, host: str, port: int) -> Child:
+    """:data:`BACKEND` in network namespace ``ns``, answering ``name``; ready when it returns."""
+    child = start_long_lived(f"{name}-backend", [
+        "ip", "netns", "exec", ns, sys.executable, "-c", BACKEND, name, host, str(port)])
+    child.wait_for_line("ready", 30)
+    return child
+
+
+def ns_addresses(ns: str) -> set[str]:
+    """The addresses on ``eth0`` in network namespace ``ns`` (empty when it is gone)."""
+    result = proc.run(["ip", "-n", ns, "-j", "addr", "show", "dev", "eth0"],
+                      check=False, capture=True, quiet=True, timeout=30)
+    if result.returncode != 0:
+        return set()
+    return {i["local"] for d in json.loads(result.stdout) for i in d["addr_info"]}
 
 # A request every 10 ms, each on its own connection with 2 s to answer; prints
 # "<monotonic start> <monotonic end> <body>" per answer until stdin closes.
@@ -150,9 +169,7 @@ class FtMember:
             self.raised.append(time.monotonic())
 
     def start_backend(self) -> None:
-        self.backend = start_long_lived(f"{self.name}-backend", [
-            "ip", "netns", "exec", self.ns, sys.executable, "-c", BACKEND, self.name])
-        self.backend.wait_for_line("ready", 30)
+        self.backend = start_name_server(self.ns, self.name, "127.0.0.1", 8081)
 
     def kill(self) -> None:
         if self.child is not None and self.child.popen.poll() is None:
@@ -165,11 +182,7 @@ class FtMember:
                 child.stop(grace=10)
 
     def addresses(self) -> set[str]:
-        result = proc.run(["ip", "-n", self.ns, "-j", "addr", "show", "dev", "eth0"],
-                          check=False, capture=True, quiet=True, timeout=30)
-        if result.returncode != 0:
-            return set()
-        return {i["local"] for d in json.loads(result.stdout) for i in d["addr_info"]}
+        return ns_addresses(self.ns)
 
 
 class FtCluster:

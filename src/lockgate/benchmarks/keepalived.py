@@ -23,7 +23,6 @@ import contextlib
 import os
 import signal
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +34,6 @@ from lockgate.benchmarks.servers import Child, start_long_lived
 PRIORITIES = (150, 100, 50)
 VRID = 51
 
-# The VIP's answer on every member: its name, on port 80 of every address.
-BACKEND = r"""
-import http.server, sys
-name = sys.argv[1].encode()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", str(len(name)))
-        self.end_headers(); self.wfile.write(name)
-    def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("0.0.0.0", 80), H)
-print("ready", flush=True)
-s.serve_forever()
-"""
 
 
 def conf(name: str, priority: int, vip: str, advert: float) -> str:
@@ -102,9 +87,9 @@ class KaNode:
             "-c", str(run / "checkers.pid")])
 
     def start_web(self) -> None:
-        self.web = start_long_lived(f"web-{self.name}", [
-            "ip", "netns", "exec", self.ns, sys.executable, "-c", BACKEND, self.name])
-        self.web.wait_for_line("ready", 30)
+        from lockgate.benchmarks.failover import start_name_server  # failover imports us
+
+        self.web = start_name_server(self.ns, self.name, "0.0.0.0", 80)  # the VIP's answer
 
     def kill(self) -> None:
         """SIGKILL of every keepalived process here at once (its process group)."""
@@ -118,13 +103,9 @@ class KaNode:
             self.child = None
 
     def addresses(self) -> set[str]:
-        import json
+        from lockgate.benchmarks.failover import ns_addresses
 
-        result = proc.run(["ip", "-n", self.ns, "-j", "addr", "show", "dev", "eth0"],
-                          check=False, capture=True, quiet=True, timeout=30)
-        if result.returncode != 0:
-            return set()
-        return {i["local"] for d in json.loads(result.stdout) for i in d["addr_info"]}
+        return ns_addresses(self.ns)
 
     def drop(self, vip: str) -> None:
         proc.run(["ip", "-n", self.ns, "addr", "del", f"{vip}/24", "dev", "eth0"],
