@@ -91,7 +91,9 @@ def test_status_lists_members_liveness_roles_and_groups_rest_and_cli(
     assert web["ips"] == [{"ip": "192.0.2.10", "held_by": None, "holders": []},
                           {"ip": "192.0.2.11", "held_by": None, "holders": []}]
     assert "secret" not in json.dumps(doc)
-    # The other member's view: the same members, tm1 heard from.
+    # The other member's view: the same members, tm1 heard from (its own heartbeats
+    # may come a moment after tm1 heard tm2).
+    wait_for(lambda: by_name(status(b)).get("tm1", {}).get("state") == "alive", 15, step=0.1)
     assert by_name(status(b))["tm1"]["state"] == "alive"
 
     # The CLI, another process: what the runtime last wrote (at most a second old).

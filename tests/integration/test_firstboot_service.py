@@ -319,7 +319,13 @@ def test_unit_file_contract(tmp_path: Path) -> None:
     assert service["ExecStart"] == "/opt/lockgate/bin/lockgate firstboot run"
     assert service["StandardOutput"] == "journal"
     assert "infinity" not in service["TimeoutStartSec"]
-    assert unit["Unit"]["Before"] == "lockgate.service"
+    # The runtime starts beside first boot and waits for its record (serve --wait-for,
+    # docs/firstboot.md); the boot check commits a trial only after first boot.
+    assert unit["Unit"]["Before"] == "lockgate-boot-commit.service"
+    runtime = configparser.ConfigParser(strict=False, interpolation=None)
+    runtime.read(unit_file.parents[2] / "runtime/units/lockgate.service")
+    assert "lockgate-firstboot.service" in runtime["Unit"]["Wants"].split()
+    assert "--wait-for" in runtime["Service"]["ExecStart"]
     assert set(unit["Unit"]["After"].split()) == {"network-online.target", "local-fs.target"}
     assert unit["Unit"]["Wants"] == "network-online.target"
     if shutil.which("systemd-analyze") is None:

@@ -18,6 +18,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,15 @@ def cluster(tmp_path: Path, bundle: dict[str, Path], request: pytest.FixtureRequ
             for m in members[1:]:
                 code, _, err = m.join(members[0], members[0].fingerprint)
                 assert code == 0, err
+            # Settled: every member heard and each traffic IP on exactly one of them
+            # (a busy machine takes a few heartbeats longer than a quiet one).
+            deadline = time.monotonic() + 60
+            while not all(len(h) == 1 for h in holders(topo, members).values()):
+                assert time.monotonic() < deadline, f"never settled: {holders(topo, members)}"
+                time.sleep(0.2)
+            time.sleep(2 * 1.5)  # one more monitor_timeout twice over: no move in flight
+            assert all(len(h) == 1 for h in holders(topo, members).values()), \
+                holders(topo, members)
             yield topo, members, password
         finally:
             for m in members:
