@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_files_fat_fsync import record_fsyncs
 
 from lockgate.paths import StatePaths
 from lockgate.runtime.system import configs
@@ -31,19 +32,7 @@ def test_copy_for_fsyncs_every_copied_file_and_folder_before_the_rename(
     (state.runtime / "licence.json").write_text("{}")
     configs.activate(state, "1.0.0")
 
-    steps: list[str] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        steps.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        real_replace(src, dst)
-        steps.append(f"rename {src} -> {dst}")
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    steps = record_fsyncs(monkeypatch)
     configs.copy_for(state, "1.0.0", "2.0.0")
 
     partial = state.versions / ".2.0.0.partial"

@@ -31,7 +31,7 @@ def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
         real_replace(src, dst)
-        steps.append(f"rename -> {dst}")
+        steps.append(f"rename {src} -> {dst}")
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
@@ -44,7 +44,8 @@ def test_a_fat_write_fsyncs_the_renamed_file_then_its_folder(
     steps = record_fsyncs(monkeypatch)
     atomic_write(target, b"menuentry\n", mode=None)
     assert target.read_bytes() == b"menuentry\n"
-    rename = steps.index(f"rename -> {target}")
+    rename = next(i for i, s in enumerate(steps)
+                  if s.startswith("rename ") and s.endswith(f" -> {target}"))
     assert steps[rename - 1].startswith(f"fsync {target.parent}/.slot-b.cfg."), steps
     assert steps[rename + 1:] == [f"fsync {target}", f"fsync {target.parent}"], steps
 
